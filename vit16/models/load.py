@@ -1,0 +1,71 @@
+"""Load a (converted) state dict into a model, adapting what fine-tuning changes:
+the position embedding grid (resized, paper section 3.2) and the head (replaced
+when the class count differs, with the pre-logits layer dropped)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vit16.models.vit import VisionTransformer, resize_pos_embed
+
+
+class WeightLoadError(ValueError):
+    """A state dict that does not fit the model: missing or unexpected keys, or
+    shapes that cannot be adapted."""
+
+
+def _describe(items: list[str], limit: int = 6) -> str:
+    return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> list[str]:
+    """Load ``state_dict`` (vit16 names) into ``model`` strictly, after two
+    adaptations for a :class:`VisionTransformer`:
+
+    - ``pos_embed`` on another patch grid is resized by bicubic interpolation;
+    - a head of another class count (or a pre-logits layer the model lacks) is
+      not loaded: the model keeps its freshly initialised head.
+
+    Returns:
+        human-readable notes of what was adapted (empty when nothing was).
+
+    Raises:
+        WeightLoadError: one message listing missing keys, unexpected keys and
+            shape mismatches.
+    """
+    sd = dict(state_dict)
+    own = model.state_dict()
+    notes = []
+    if isinstance(model, VisionTransformer) and "pos_embed" in sd:
+        pe = sd["pos_embed"]
+        if pe.shape != own["pos_embed"].shape:
+            prefix = model.num_prefix_tokens
+            old_grid = math.isqrt(pe.shape[1] - prefix)
+            sd["pos_embed"] = resize_pos_embed(pe, model.patch_embed.grid_size, prefix)
+            notes.append(f"position embedding resized from {old_grid}x{old_grid} to "
+                         f"{model.patch_embed.grid_size}x{model.patch_embed.grid_size} patches")
+    head_keys = [k for k in sd if k.split(".")[0] in ("head", "pre_logits", "fc")]
+    head_mismatch = any(k not in own or sd[k].shape != own[k].shape for k in head_keys)
+    if head_mismatch:
+        for k in head_keys:
+            del sd[k]
+        notes.append("classification head not loaded (different classes or no pre-logits); "
+                     "kept the model's new head")
+    missing = [k for k in own if k not in sd and not (head_mismatch and k.split(".")[0] in ("head", "fc"))]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing keys: {_describe(missing)}" if missing else "",
+                 f"unexpected keys: {_describe(unexpected)}" if unexpected else "",
+                 f"shape mismatches: {_describe(shapes)}" if shapes else ""]
+        raise WeightLoadError(
+            f"{source} do not fit {type(model).__name__}: " + "; ".join(p for p in parts if p)
+            + ". Check that the model name and options (depth, embed_dim, patch_size, pool, "
+            "class_token, representation_size) match the weights."
+        )
+    model.load_state_dict(sd, strict=False)
+    return notes

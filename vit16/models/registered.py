@@ -1,0 +1,98 @@
+"""Built-in model names of ``vit16.MODELS``: the ViT sizes of the paper and the
+course plan, and torchvision's ResNet-50 baseline.
+
+Every builder takes ``num_classes`` and any :class:`VisionTransformer` option
+as keyword overrides: ``MODELS.build("vit_b16", num_classes=10, drop_path=0.1)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torchvision
+from torch import nn
+
+from vit16.models.vit import VisionTransformer
+from vit16.registry import MODELS
+
+VIT_OPTIONS = [p for p in inspect.signature(VisionTransformer).parameters]
+
+
+def _check_options(model: str, overrides: dict, valid: list[str]) -> None:
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"model {model!r} has no option {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(valid)}"
+        )
+
+
+def _vit(name: str, defaults: dict, overrides: dict) -> VisionTransformer:
+    _check_options(name, overrides, VIT_OPTIONS)
+    return VisionTransformer(**{**defaults, **overrides})
+
+
+CIFAR = dict(img_size=32, patch_size=4, num_classes=10)
+IMAGENET = dict(img_size=224, patch_size=16, num_classes=1000)
+
+
+@MODELS.register("vit_small_cifar")
+def vit_small_cifar(**overrides) -> VisionTransformer:
+    """The course plan's small ViT: 32px, patch 4, 6 blocks, D=384, 6 heads, MLP 1536 (10.7M params)."""
+    return _vit("vit_small_cifar", dict(CIFAR, depth=6, embed_dim=384, num_heads=6, mlp_dim=1536), overrides)
+
+
+@MODELS.register("vit_tiny")
+def vit_tiny(**overrides) -> VisionTransformer:
+    """RSST's vit_tiny: 32px, patch 4, 9 blocks, D=192, 3 heads, MLP 384 (2.7M params)."""
+    return _vit("vit_tiny", dict(CIFAR, depth=9, embed_dim=192, num_heads=3, mlp_dim=384), overrides)
+
+
+@MODELS.register("vit_small")
+def vit_small(**overrides) -> VisionTransformer:
+    """ViT-S at 32px: patch 4, 12 blocks, D=384, 6 heads, MLP 1536 (21.3M params)."""
+    return _vit("vit_small", dict(CIFAR, depth=12, embed_dim=384, num_heads=6, mlp_dim=1536), overrides)
+
+
+@MODELS.register("vit_base")
+def vit_base(**overrides) -> VisionTransformer:
+    """ViT-B at 32px: patch 4, 12 blocks, D=768, 12 heads, MLP 3072 (85.2M params)."""
+    return _vit("vit_base", dict(CIFAR, depth=12, embed_dim=768, num_heads=12, mlp_dim=3072), overrides)
+
+
+@MODELS.register("vit_s16", aliases=("vit_small_imagenet",))
+def vit_s16(**overrides) -> VisionTransformer:
+    """ViT-S/16 at 224px: 12 blocks, D=384, 6 heads, MLP 1536 (22.1M params)."""
+    return _vit("vit_s16", dict(IMAGENET, depth=12, embed_dim=384, num_heads=6, mlp_dim=1536), overrides)
+
+
+@MODELS.register("vit_b16", aliases=("vit_base_imagenet",))
+def vit_b16(**overrides) -> VisionTransformer:
+    """ViT-B/16 (paper Table 1) at 224px: 12 blocks, D=768, 12 heads, MLP 3072 (86.6M params)."""
+    return _vit("vit_b16", dict(IMAGENET, depth=12, embed_dim=768, num_heads=12, mlp_dim=3072), overrides)
+
+
+@MODELS.register("vit_l16", aliases=("vit_large_imagenet",))
+def vit_l16(**overrides) -> VisionTransformer:
+    """ViT-L/16 (paper Table 1) at 224px: 24 blocks, D=1024, 16 heads, MLP 4096 (304.3M params)."""
+    return _vit("vit_l16", dict(IMAGENET, depth=24, embed_dim=1024, num_heads=16, mlp_dim=4096), overrides)
+
+
+@MODELS.register("resnet50")
+def resnet50(num_classes: int = 1000, **overrides) -> nn.Module:
+    """torchvision's ResNet-50 as it is (He et al., 2016; the paper's BiT baseline
+    family), for 224px input."""
+    _check_options("resnet50", overrides, ["num_classes"])
+    return torchvision.models.resnet50(num_classes=num_classes)
+
+
+@MODELS.register("resnet50_cifar")
+def resnet50_cifar(num_classes: int = 10, **overrides) -> nn.Module:
+    """torchvision's ResNet-50 for 32px input: a 3x3 stride-1 stem convolution and
+    no max-pool (the usual CIFAR variant), so the last stage sees 4x4 maps."""
+    _check_options("resnet50_cifar", overrides, ["num_classes"])
+    model = torchvision.models.resnet50(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model

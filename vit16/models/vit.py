@@ -1,0 +1,327 @@
+"""The Vision Transformer of Dosovitskiy et al., "An Image is Worth 16x16
+Words", ICLR 2021 (arXiv:2010.11929), section 3.1, equations 1-4:
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos          (1)
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                        (2)
+    z_l = MLP(LN(z'_l)) + z'_l                               (3)
+    y = LN(z_L^0)                                            (4)
+
+followed by a linear head (with an optional tanh pre-logits layer, used when
+pre-training). Parameter names follow timm's ``VisionTransformer`` so that
+state dicts map one to one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al., 2016): zero the residual branch of whole
+    samples with probability ``p`` and scale survivors by 1/(1-p).
+
+    Args:
+        x: (B, ...) residual branch output.
+    """
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class PatchEmbed(nn.Module):
+    """Split the image into non-overlapping P x P patches and project each to D
+    dimensions (the matrix E of eq. 1), as one strided convolution.
+
+    Input (B, C, H, W) float; output (B, N, D) with N = (H/P) * (W/P).
+
+    Raises:
+        ValueError: if H or W differs from the configured ``img_size``.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(
+                f"img_size {img_size} is not a multiple of patch_size {patch_size}; "
+                "choose sizes such that img_size % patch_size == 0"
+            )
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(
+                f"input images are {tuple(x.shape[-2:])}, the model expects "
+                f"({self.img_size}, {self.img_size}); resize the data (data.img_size) "
+                "or build the model with img_size matching it"
+            )
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (MSA, paper appendix A, eq. 5-8).
+
+    Input and output (B, T, D). The fused path uses
+    ``F.scaled_dot_product_attention``; ``forward(x, return_attention=True)``
+    computes the same thing explicitly and also returns the attention weights
+    (B, heads, T, T), each row summing to 1 (before attention dropout).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
+                 attn_dropout: float = 0.0, proj_dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.attn_dropout = attn_dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_dropout)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        B, T, _ = x.shape
+        # (3, B, heads, T, head_dim): the rows of qkv are [q heads..., k heads..., v heads...]
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        p = self.attn_dropout if self.training else 0.0
+        if return_attention:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = attn.softmax(dim=-1)
+            out = F.dropout(attn, p) @ v
+        else:
+            attn = None
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, T, -1)))
+        return (out, attn) if return_attention else out
+
+
+class Mlp(nn.Module):
+    """The two-layer GELU MLP of eq. 3: (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """One pre-LayerNorm encoder block, eq. 2-3: (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, qkv_bias: bool = True,
+                 dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_dropout, dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_dim, dropout)
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if return_attention:
+            y, attn = self.attn(self.norm1(x), return_attention=True)
+        else:
+            y, attn = self.attn(self.norm1(x)), None
+        x = x + drop_path(y, self.drop_path, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        return (x, attn) if return_attention else x
+
+
+class VisionTransformer(nn.Module):
+    """ViT (paper section 3.1). Input (B, in_chans, img_size, img_size) float;
+    output logits (B, num_classes).
+
+    Args:
+        img_size: input resolution in pixels (square).
+        patch_size: patch side P in pixels; the sequence has N = (img_size/P)^2 patches.
+        in_chans: input channels.
+        num_classes: classes of the linear head (0 = no head, forward returns pooled features).
+        embed_dim: hidden size D.
+        depth: number of encoder blocks L.
+        num_heads: attention heads per block.
+        mlp_ratio: MLP hidden size as a multiple of D (ignored when ``mlp_dim`` is given).
+        mlp_dim: MLP hidden size.
+        pool: "cls" (class token, eq. 4) or "gap" (global average of the patch
+            tokens, appendix D.3).
+        class_token: prepend a class token. Required for ``pool="cls"``; the
+            paper's GAP model has none (``pool="gap", class_token=False``).
+        fc_norm: apply the final LayerNorm after pooling instead of to every
+            token. Default (None): True for "gap", as timm's ``global_pool="avg"``;
+            the paper's own GAP code normalises the tokens (``fc_norm=False``).
+        representation_size: width of the tanh pre-logits layer used when
+            pre-training (section 3.1, "Fine-tuning"); None = no such layer.
+        dropout: dropout after the position embedding and after every dense
+            layer except qkv (appendix B.1).
+        attn_dropout: dropout on the attention weights.
+        drop_path: stochastic depth rate, linearly increasing over blocks up to this value.
+        qkv_bias: bias in the qkv projection.
+        zero_head: initialise the head to zero (the paper's fine-tuning init).
+
+    Raises:
+        ValueError: on inconsistent options (unknown pool, cls pooling without a
+            class token, sizes not divisible).
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3,
+                 num_classes: int = 1000, embed_dim: int = 768, depth: int = 12,
+                 num_heads: int = 12, mlp_ratio: float = 4.0, mlp_dim: int | None = None,
+                 pool: str = "cls", class_token: bool = True, fc_norm: bool | None = None,
+                 representation_size: int | None = None, dropout: float = 0.0,
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, qkv_bias: bool = True,
+                 zero_head: bool = False):
+        super().__init__()
+        if pool not in ("cls", "gap"):
+            raise ValueError(f"pool must be 'cls' or 'gap', got {pool!r}")
+        if pool == "cls" and not class_token:
+            raise ValueError("pool='cls' needs class_token=True; use pool='gap' without one")
+        self.pool = pool
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.fc_norm = (pool == "gap") if fc_norm is None else fc_norm
+        mlp_dim = mlp_dim or int(embed_dim * mlp_ratio)
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
+        self.pos_drop = nn.Dropout(dropout)
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_dim, qkv_bias, dropout, attn_dropout, rate)
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.pre_logits = nn.Linear(embed_dim, representation_size) if representation_size else None
+        head_in = representation_size or embed_dim
+        self.head = nn.Linear(head_in, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights(zero_head)
+
+    def init_weights(self, zero_head: bool = False) -> None:
+        """The reference code's init: truncated normal (std 0.02) for the
+        position embedding and class token, LeCun normal for the patch
+        embedding, Xavier-uniform for every linear layer with zero biases
+        (MLP biases normal, std 1e-6), optionally a zero head."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        w = self.patch_embed.proj.weight
+        nn.init.trunc_normal_(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566103423978)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if "mlp" in name:
+                    nn.init.normal_(m.bias, std=1e-6)
+                else:
+                    nn.init.zeros_(m.bias)
+        if zero_head and isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def get_classifier(self) -> nn.Module:
+        """The classification head (the module to replace or give its own LR)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int, zero_init: bool = True) -> None:
+        """Replace the head by a new ``num_classes`` one and drop the pre-logits
+        layer, as the paper does for fine-tuning (section 3.2)."""
+        self.pre_logits = None
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        device = self.pos_embed.device
+        self.head.to(device)
+        if isinstance(self.head, nn.Linear):
+            if zero_init:
+                nn.init.zeros_(self.head.weight)
+            else:
+                nn.init.xavier_uniform_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 1: (B, C, H, W) images -> (B, T, D) tokens with position embedding,
+        T = 1 + N with a class token, else N."""
+        x = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.pos_drop(x + self.pos_embed)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> encoder output tokens (B, T, D), T = 1 + N with a
+        class token. The final LayerNorm is applied here unless ``fc_norm``."""
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return x if self.fc_norm else self.norm(x)
+
+    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Like :meth:`forward_features`, through the explicit attention path;
+        also returns each block's attention weights, a list of L tensors
+        (B, heads, T, T). Same output as ``forward_features`` (up to float error)."""
+        x = self.embed(x)
+        maps = []
+        for block in self.blocks:
+            x, attn = block(x, return_attention=True)
+            maps.append(attn)
+        return (x if self.fc_norm else self.norm(x)), maps
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, T, D) -> logits (B, num_classes); with ``pre_logits``, the
+        pooled representation (B, representation_size or D) before the head."""
+        x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix_tokens:].mean(dim=1)
+        if self.fc_norm:
+            x = self.norm(x)
+        if self.pre_logits is not None:
+            x = torch.tanh(self.pre_logits(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float images -> (B, num_classes) logits."""
+        return self.forward_head(self.forward_features(x))
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int | tuple[int, int],
+                     num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Resize learned position embeddings to a new patch grid by 2-D bicubic
+    interpolation (paper section 3.2, "Fine-tuning and higher resolution").
+
+    Args:
+        pos_embed: (1, P + G*G, D), the first ``num_prefix_tokens`` (P) rows
+            belong to the class token and are kept as they are.
+        new_grid: the new grid side (or (h, w)) in patches.
+
+    Returns:
+        (1, P + h*w, D); the input itself when the grid is unchanged.
+
+    Raises:
+        ValueError: if the patch rows do not form a square grid.
+    """
+    new_hw = (new_grid, new_grid) if isinstance(new_grid, int) else tuple(new_grid)
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    old = math.isqrt(grid.shape[1])
+    if old * old != grid.shape[1]:
+        raise ValueError(
+            f"position embedding has {grid.shape[1]} patch rows (after {num_prefix_tokens} "
+            "prefix tokens), not a square grid; check num_prefix_tokens"
+        )
+    if (old, old) == new_hw:
+        return pos_embed
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=new_hw, mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_hw[0] * new_hw[1], dim).to(pos_embed.dtype)
+    return torch.cat([prefix, grid], dim=1)
