@@ -43,6 +43,8 @@ class ModelConfig:
     mlp_ratio: float | None = None
     mlp_dim: int | None = None
     pool: str | None = None
+    class_token: bool | None = None
+    fc_norm: bool | None = None
     representation_size: int | None = None
     dropout: float | None = None
     attn_dropout: float | None = None
