@@ -6,7 +6,7 @@ Importing the package registers every built-in model, data set and schedule:
 """
 
 from vit16.registry import DATASETS, MODELS, SCHEDULES, Registry, UnknownNameError
-from vit16 import models  # noqa: F401  (registers the models)
+from vit16 import data, models, schedules  # noqa: F401  (register the built-ins)
 
-__all__ = ["DATASETS", "MODELS", "SCHEDULES", "Registry", "UnknownNameError", "models"]
+__all__ = ["DATASETS", "MODELS", "SCHEDULES", "Registry", "UnknownNameError", "data", "models", "schedules"]
 __version__ = "0.1.0"

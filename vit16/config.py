@@ -133,7 +133,7 @@ class ExperimentConfig:
     compile: bool = False
     channels_last: bool = False
     max_steps: int = 0  # stop after this many optimizer steps (0 = no cap); smoke tests
-    checkpoint_minutes: float = 10.0  # also write last.pt every this many minutes
+    checkpoint_minutes: float = 10.0  # also write last.pt every this many minutes (0 = only per epoch)
     init: str = ""  # initial weights (checkpoint path); "" = random init
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

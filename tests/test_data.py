@@ -1,0 +1,553 @@
+"""Tests of vit16.data: sources, cache, splits, loaders, augmentation (CPU, small data)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vit16.data as D
+from vit16.config import ConfigError, ExperimentConfig
+from vit16.data import augment, decode, sampling, splits
+from vit16.registry import DATASETS
+
+SHARED = Path(__file__).resolve().parents[1] / "../shared/data"
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+C10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True)
+def data_env(tmp_path, monkeypatch):
+    """Every test: a private decode cache, no VIT16_DATA from the outside, and
+    one intra-op thread (these tensors are tiny; on a busy 2-core machine
+    OpenMP barriers made them 10-100x slower)."""
+    monkeypatch.setenv("VIT16_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VIT16_DATA", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def data_image(label: int, i: int, size: int = 32) -> np.ndarray:
+    """A deterministic uint8 (size, size, 3) image that encodes (label, i)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.stack([(xx * 7 + label * 13) % 256, (yy * 5 + i * 11) % 256, (xx + yy + label + i) % 256], -1)
+    return img.astype(np.uint8)
+
+
+def write_image_folder(folder: Path, classes: list[str], per_class: dict[str, int], ext: str = "png",
+                       size=(32, 32)) -> None:
+    for split, n in per_class.items():
+        for c, name in enumerate(classes):
+            d = folder / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = data_image(c, i, max(size))[: size[0], : size[1]]
+                Image.fromarray(img).save(d / f"{i:04d}.{ext}")
+
+
+def write_cifar10_pickles(root: Path, per_batch: int = 20, test: int = 20) -> dict:
+    """torchvision's cifar-10-batches-py layout with tiny batches; returns the arrays written."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written = {"x": [], "y": []}
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
+        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        y = [int(v) for v in np.arange(n) % 10]
+        data = x.transpose(0, 3, 1, 2).reshape(n, 3072)
+        with open(d / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": y, "data": data, "filenames": [""] * n}, f)
+        written["x"].append(x)
+        written["y"].append(y)
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": C10_NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
+    return written
+
+
+def write_cifar100_npz(path: Path, per_class: int = 2, test_per_class: int = 1) -> None:
+    def part(n):
+        y = np.repeat(np.arange(100), n).astype(np.int16)
+        x = np.stack([data_image(int(c), i) for i, c in enumerate(y)])
+        return x, y, (y // 5).astype(np.int16)
+
+    x_tr, y_tr, yc_tr = part(per_class)
+    x_te, y_te, yc_te = part(test_per_class)
+    np.savez(path, x_train=x_tr, y_train=y_tr, y_train_coarse=yc_tr, x_test=x_te, y_test=y_te,
+             y_test_coarse=yc_te, fine_names=np.array([f"fine{i:02d}" for i in range(100)]),
+             coarse_names=np.array([f"coarse{i:02d}" for i in range(20)]))
+
+
+def data_cfg(name: str = "cifar10", batch_size: int = 8, seed: int = 0, **data) -> ExperimentConfig:
+    cfg = ExperimentConfig(name="exp", seed=seed, batch_size=batch_size)
+    cfg.data.name = name
+    cfg.data.val_size = 20
+    cfg.data.num_workers = 0
+    for k, v in data.items():
+        setattr(cfg.data, k, v)
+    return cfg
+
+
+@pytest.fixture
+def data_c10_folder(tmp_path) -> Path:
+    """A data root with cifar10/{train,test}: 10 classes x 12 train / 3 test PNGs."""
+    root = tmp_path / "data"
+    write_image_folder(root / "cifar10", C10_NAMES, {"train": 12, "test": 3})
+    return root
+
+
+def epoch_batches(loader, epoch: int, start_batch: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader.set_epoch(epoch, start_batch=start_batch)
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def same_batches(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+# ---------------------------------------------------------------- sources
+
+
+def test_registered_and_root_resolution(monkeypatch):
+    assert {"cifar10", "cifar100", "imagenet"} <= set(DATASETS.names())
+    assert D.resolve_data_root("cli", "cfg") == Path("cli")
+    assert D.resolve_data_root(None, "cfg") == Path("cfg")
+    monkeypatch.setenv("VIT16_DATA", "env")
+    assert D.resolve_data_root(None, "") == Path("env")
+    assert D.resolve_data_root("cli", "") == Path("cli")
+    monkeypatch.delenv("VIT16_DATA")
+    assert D.resolve_data_root(None, "") == Path("./data")
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("cifar10", ["cifar-10-batches-py", "cifar10/train", "cifar10/test"]),
+    ("cifar100", ["cifar-100-python", "cifar100.npz", "cifar100/train", "cifar100/test"]),
+    ("imagenet", ["imagenet/train", "imagenet/val"]),
+])
+def test_missing_data_names_every_path(tmp_path, name, expected):
+    cfg = data_cfg(name)
+    with pytest.raises(D.DataNotFoundError) as err:
+        D.build_data(cfg, "cpu", data_root=str(tmp_path / "nowhere"))
+    msg = str(err.value)
+    assert isinstance(err.value, FileNotFoundError)
+    assert "\n" not in msg
+    for rel in expected:
+        assert str((tmp_path / "nowhere" / rel).absolute()) in msg
+    assert "--data-root" in msg and "VIT16_DATA" in msg
+    if name != "imagenet":
+        assert "set download = true in the [exp.data] table" in msg and "../shared/data" in msg
+
+
+def test_env_root_used_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIT16_DATA", str(tmp_path / "envroot"))
+    with pytest.raises(D.DataNotFoundError, match="envroot"):
+        D.build_data(data_cfg(), "cpu")
+
+
+def test_image_folder_cifar10(data_c10_folder):
+    src = DATASETS.build("cifar10", cfg=data_cfg().data, root=data_c10_folder)
+    assert src.class_names == C10_NAMES
+    assert src.train.images.shape == (120, 32, 32, 3) and src.train.images.dtype == np.uint8
+    assert src.test.images.shape == (30, 32, 32, 3)
+    assert src.train.labels.dtype == np.int64
+    assert np.array_equal(src.train.labels, np.repeat(np.arange(10), 12))
+    assert np.array_equal(src.train.images[12 * 3 + 5], data_image(3, 5))  # PNG: exact pixels
+    assert "ImageFolder" in src.description and "JPEG" not in src.description
+
+
+def test_pickles_cifar10(tmp_path):
+    written = write_cifar10_pickles(tmp_path)
+    src = DATASETS.build("cifar10", cfg=data_cfg().data, root=tmp_path)
+    assert src.class_names == C10_NAMES
+    assert src.train.images.shape == (100, 32, 32, 3)
+    assert np.array_equal(src.train.images, np.concatenate(written["x"][:5]))  # CHW planes -> HWC
+    assert np.array_equal(src.test.images, written["x"][5])
+    assert np.array_equal(src.train.labels, np.concatenate(written["y"][:5]))
+    assert "python batches" in src.description
+
+
+def test_pickles_cifar100_fine_and_coarse(tmp_path):
+    d = tmp_path / "cifar-100-python"
+    d.mkdir()
+    x = np.random.default_rng(1).integers(0, 256, (200, 3072), dtype=np.uint8)
+    fine = list(range(100)) * 2
+    for name, n in (("train", 200), ("test", 100)):
+        with open(d / name, "wb") as f:
+            pickle.dump({"data": x[:n], "fine_labels": fine[:n], "coarse_labels": [v // 5 for v in fine[:n]]}, f)
+    with open(d / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)],
+                     "coarse_label_names": [f"c{i}" for i in range(20)]}, f)
+    src = DATASETS.build("cifar100", cfg=data_cfg("cifar100").data, root=tmp_path)
+    assert len(src.class_names) == 100 and src.class_names[7] == "f7"
+    assert np.array_equal(src.train.labels, np.asarray(fine))
+    assert np.array_equal(src.train.images[3].transpose(2, 0, 1).reshape(-1), x[3])
+    coarse = DATASETS.build("cifar100", cfg=data_cfg("cifar100", label="coarse").data, root=tmp_path)
+    assert coarse.class_names == [f"c{i}" for i in range(20)]
+    assert np.array_equal(coarse.test.labels, np.arange(100) // 5)
+
+
+def test_npz_cifar100_fine_and_coarse(tmp_path):
+    write_cifar100_npz(tmp_path / "cifar100.npz")
+    cfg = data_cfg("cifar100", val_size=100, batch_size=4)
+    bundle = D.build_data(cfg, "cpu", data_root=str(tmp_path))
+    assert bundle.num_classes == 100 and bundle.class_names[:2] == ["fine00", "fine01"]
+    assert bundle.train.num_samples == 100 and bundle.val.num_samples == 100 and bundle.test.num_samples == 100
+    assert "npz" in bundle.description
+    cfg.data.label = "coarse"
+    bundle = D.build_data(cfg, "cpu", data_root=str(tmp_path))
+    assert bundle.num_classes == 20 and bundle.class_names[19] == "coarse19"
+    labels = torch.cat([y for _, y in bundle.test])
+    assert torch.equal(labels, torch.arange(100) // 5)
+
+
+def test_cache_hit_does_not_decode(data_c10_folder, tmp_path, monkeypatch):
+    first = DATASETS.build("cifar10", cfg=data_cfg().data, root=data_c10_folder)
+    assert len(list((tmp_path / "cache").glob("cifar10-imagefolder-*.npz"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(decode, "decode_images", boom)
+    second = DATASETS.build("cifar10", cfg=data_cfg().data, root=data_c10_folder)
+    assert np.array_equal(first.train.images, second.train.images)
+    assert np.array_equal(first.test.labels, second.test.labels)
+    assert second.class_names == first.class_names
+    # a changed source misses the cache
+    f = data_c10_folder / "cifar10" / "train" / "cat" / "0000.png"
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="decoded again"):
+        DATASETS.build("cifar10", cfg=data_cfg().data, root=data_c10_folder)
+
+
+def test_npz_cache_hit(tmp_path, monkeypatch):
+    write_cifar100_npz(tmp_path / "cifar100.npz")
+    first = DATASETS.build("cifar100", cfg=data_cfg("cifar100").data, root=tmp_path)
+    monkeypatch.setattr(decode, "read_cifar100_npz", lambda p: (_ for _ in ()).throw(AssertionError("read")))
+    second = DATASETS.build("cifar100", cfg=data_cfg("cifar100", label="coarse").data, root=tmp_path)
+    assert np.array_equal(first.train.images, second.train.images)
+    assert len(second.class_names) == 20
+
+
+def test_decode_jpeg_matches_pil(tmp_path):
+    write_image_folder(tmp_path / "f", ["a", "b"], {"train": 3}, ext="jpg")
+    files, labels, classes, _ = decode.list_image_folder(tmp_path / "f" / "train")
+    x = decode.decode_images(files, workers=2)
+    ref = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])
+    assert classes == ["a", "b"] and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert np.array_equal(x, ref)
+    Image.fromarray(data_image(0, 0, 16)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match="small.png is 16x16"):
+        decode.decode_images([files[0], str(tmp_path / "small.png")])
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_val_split_balanced_and_disjoint():
+    labels = np.repeat(np.arange(10), 50)
+    full = D.Split(labels=labels, files=[str(i) for i in range(500)])
+    t_idx, v_idx = _split_positions(full, 30)
+    assert len(v_idx) == 30 and len(t_idx) == 470
+    assert np.bincount(labels[v_idx], minlength=10).tolist() == [3] * 10
+    assert not set(t_idx) & set(v_idx) and len(set(t_idx) | set(v_idx)) == 500
+    assert _split_positions(full, 30) == (t_idx, v_idx)  # fixed split seed
+
+
+def _split_positions(full, val_size, **kw):
+    ids = D.Split(labels=full.labels, files=[str(i) for i in range(len(full))])
+    t, v = splits.split_train(ids, val_size=val_size, **kw)
+    return [int(f) for f in t.files], [int(f) for f in v.files]
+
+
+def test_val_split_same_across_experiment_seeds(data_c10_folder):
+    vals = []
+    for seed in (0, 1):
+        b = D.build_data(data_cfg(seed=seed), "cpu", data_root=str(data_c10_folder))
+        vals.append(torch.cat([x for x, _ in b.val]))
+        assert b.val.num_samples == 20 and b.train.num_samples == 100
+    assert torch.equal(vals[0], vals[1])
+
+
+def test_train_limit_and_fraction_are_class_balanced():
+    labels = np.repeat(np.arange(4), [30, 30, 30, 60])
+    full = D.Split(labels=labels, files=[str(i) for i in range(len(labels))])
+    t_idx, v_idx = _split_positions(full, 8, train_limit=12)
+    assert np.bincount(labels[t_idx], minlength=4).tolist() == [3, 3, 3, 3]
+    assert not set(t_idx) & set(v_idx)
+    t_idx, _ = _split_positions(full, 8, fraction=0.5)
+    assert np.bincount(labels[t_idx], minlength=4).tolist() == [14, 14, 14, 29]
+    with pytest.raises(ValueError, match="train_limit"):
+        _split_positions(full, 8, train_limit=10_000)
+    with pytest.raises(ValueError, match="val_size"):
+        _split_positions(full, 150)
+
+
+def test_imagenet_file_lists_fraction_and_transforms(tmp_path):
+    classes = ["n01", "n02", "n03"]
+    write_image_folder(tmp_path / "imagenet", classes, {"train": 6, "val": 2}, ext="jpg", size=(40, 48))
+    cfg = data_cfg("imagenet", batch_size=3, img_size=24, val_size=3, fraction=0.5, device_resident=True)
+    src = DATASETS.build("imagenet", cfg=cfg.data, root=tmp_path)
+    assert src.train.images is None and len(src.train.files) == 18 and src.class_names == classes
+    b = D.build_data(cfg, "cpu", data_root=str(tmp_path))
+    assert b.train.num_samples == 6  # (18 - 3 val) -> half of 5 per class, rounded
+    assert isinstance(b.train, D.loaders.WorkerTrainLoader)
+    b.train.set_epoch(0)
+    x, y = next(iter(b.train))
+    assert x.shape == (3, 3, 24, 24) and x.dtype == torch.float32 and y.dtype == torch.int64
+    xs = [x for x, _ in b.test]
+    assert sum(len(x) for x in xs) == 6 and xs[0].shape[1:] == (3, 24, 24)
+    assert b.description.startswith("ImageNet")
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def test_loader_contract_and_normalisation(data_c10_folder):
+    cfg = data_cfg(crop_padding=0, hflip=False)
+    b = D.build_data(cfg, "cpu", data_root=str(data_c10_folder))
+    assert isinstance(b.train, D.loaders.DeviceTrainLoader)
+    assert len(b.train) == 100 // 8 and b.num_classes == 10 and b.class_names == C10_NAMES
+    assert len(b.test) == 4 and b.test.num_samples == 30
+    assert "CIFAR-10" in b.description
+    # without augmentation a batch is exactly the normalised images in the epoch's order
+    src = DATASETS.build("cifar10", cfg=cfg.data, root=data_c10_folder)
+    train, _ = splits.split_train(src.train, 20)
+    order = b.train.sampler.batches(0)
+    x, y = epoch_batches(b.train, 0)[0]
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    ref = (torch.from_numpy(train.images[order[0].numpy()]).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    assert torch.allclose(x, ref, atol=1e-5)
+    assert torch.equal(y, torch.from_numpy(train.labels[order[0].numpy()]))
+    # eval: fixed order, test labels in file order
+    assert torch.equal(torch.cat([y for _, y in b.test]), torch.arange(10).repeat_interleave(3))
+    with pytest.raises(RuntimeError, match="set_epoch"):
+        iter(b.train)
+
+
+AUG = dict(auto_augment="randaugment", random_erasing=0.5, mixup_alpha=0.8, cutmix_alpha=1.0)
+
+
+@pytest.mark.parametrize("path", ["device", "workers"])
+def test_same_seed_epoch_same_batches(data_c10_folder, path):
+    kw = dict(AUG, device_resident=path == "device")
+    a = D.build_data(data_cfg(**kw), "cpu", data_root=str(data_c10_folder)).train
+    b = D.build_data(data_cfg(**kw), "cpu", data_root=str(data_c10_folder)).train
+    e0a, e0b = epoch_batches(a, 0), epoch_batches(b, 0)
+    assert same_batches(e0a, e0b)
+    assert not same_batches(e0a, epoch_batches(a, 1))
+    c = D.build_data(data_cfg(seed=1, **kw), "cpu", data_root=str(data_c10_folder)).train
+    assert not same_batches(e0a, epoch_batches(c, 0))
+    x, t = e0a[0]
+    assert t.shape == (8, 10) and t.dtype == torch.float32  # soft targets when mixing
+    assert torch.allclose(t.sum(1), torch.ones(8))
+
+
+@pytest.mark.parametrize("path", ["device", "workers"])
+def test_start_batch_equals_tail_of_full_pass(data_c10_folder, path):
+    cfg = data_cfg(device_resident=path == "device", **AUG)
+    loader = D.build_data(cfg, "cpu", data_root=str(data_c10_folder)).train
+    full = epoch_batches(loader, 3)
+    assert same_batches(epoch_batches(loader, 3, start_batch=5), full[5:])
+    # resume a fresh loader from a state dict taken after 4 batches
+    loader.set_epoch(3)
+    it = iter(loader)
+    for _ in range(4):
+        next(it)
+    state = loader.state_dict()
+    assert state["epoch"] == 3 and state["batch"] == 4
+    fresh = D.build_data(cfg, "cpu", data_root=str(data_c10_folder)).train
+    fresh.load_state_dict(state)
+    fresh.set_epoch(3)  # the trainer's usual call keeps the restored position
+    assert same_batches([(x.clone(), y.clone()) for x, y in fresh], full[4:])
+    with pytest.raises(ValueError, match="start_batch"):
+        loader.set_epoch(0, start_batch=len(loader) + 1)
+
+
+def test_worker_count_does_not_change_batches(data_c10_folder):
+    kw = dict(device_resident=False, auto_augment="trivialaugment")
+    a = D.build_data(data_cfg(**kw), "cpu", data_root=str(data_c10_folder)).train
+    cfg = data_cfg(**kw)
+    cfg.data.num_workers = 2
+    b = D.build_data(cfg, "cpu", data_root=str(data_c10_folder)).train
+    assert same_batches(epoch_batches(a, 0)[:4], epoch_batches(b, 0)[:4])
+
+
+@pytest.mark.parametrize("path", ["device", "workers"])
+def test_global_rng_untouched(data_c10_folder, path):
+    b = D.build_data(data_cfg(device_resident=path == "device", **AUG), "cpu", data_root=str(data_c10_folder))
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    epoch_batches(b.train, 0)
+    list(b.val)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_upsampled_cifar_worker_path(data_c10_folder):
+    cfg = data_cfg(img_size=64, crop_padding=4, batch_size=4)
+    cfg.eval_batch_size = 16
+    b = D.build_data(cfg, "cpu", data_root=str(data_c10_folder))
+    assert isinstance(b.train, D.loaders.WorkerTrainLoader)
+    x, y = epoch_batches(b.train, 0)[0]
+    assert x.shape == (4, 3, 64, 64) and y.shape == (4,) and y.dtype == torch.int64
+    xs = [x for x, _ in b.val]
+    assert [len(x) for x in xs] == [16, 4] and xs[0].shape == (16, 3, 64, 64)
+
+
+def test_ddp_shards_disjoint_and_covering():
+    n, mb, world = 103, 5, 3
+    samplers = [sampling.EpochSampler(n, mb, seed=7, rank=r, world_size=world) for r in range(world)]
+    assert {len(s) for s in samplers} == {103 // 15}
+    shards = [s.batches(2).reshape(-1).tolist() for s in samplers]
+    used = sum(shards, [])
+    assert len(used) == len(set(used)) == len(samplers[0]) * mb * world
+    assert sorted(used) == sorted(samplers[0].permutation(2)[: len(used)].tolist())
+    assert n - len(used) < mb * world  # only the incomplete remainder is dropped
+    evals = [splits.eval_shard(n, r, world) for r in range(world)]
+    assert sorted(np.concatenate(evals).tolist()) == list(range(n))
+    assert max(map(len, evals)) - min(map(len, evals)) <= 1
+
+
+def test_ddp_eval_loaders_cover_test_set(data_c10_folder):
+    cfg = data_cfg(batch_size=8)
+    parts = [D.build_data(cfg, "cpu", rank=r, world_size=2, data_root=str(data_c10_folder)) for r in range(2)]
+    assert all(len(p.train) == 100 // 8 for p in parts)  # micro batch 4 per rank
+    assert sum(p.test.num_samples for p in parts) == 30
+    labels = torch.cat([y for p in parts for _, y in p.test])
+    assert torch.equal(labels, torch.arange(10).repeat_interleave(3))
+
+
+def test_repeated_augmentation_keeps_epoch_length():
+    s = sampling.EpochSampler(40, 8, seed=0, repeats=3)
+    perm = s.permutation(0)
+    assert len(perm) == 40 and len(s) == 5
+    assert len(set(perm.tolist())) == 14  # ceil(40 / 3)
+    assert torch.equal(perm[0:3], perm[0].repeat(3))
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def test_crop_flip_exact():
+    img = torch.arange(2 * 3 * 6 * 6, dtype=torch.int64).view(2, 3, 6, 6)
+    out = augment.crop_flip(img, torch.zeros(2, 2, dtype=torch.long), torch.tensor([True, False]), padding=0)
+    assert torch.equal(out[0], img[0].flip(-1)) and torch.equal(out[1], img[1])
+    p = 2
+    offsets = torch.tensor([[0, 4], [3, 1]])
+    out = augment.crop_flip(img, offsets, torch.tensor([False, True]), padding=p)
+    padded = torch.nn.functional.pad(img, (p,) * 4)
+    assert torch.equal(out[0], padded[0, :, 0:6, 4:10])
+    assert torch.equal(out[1], padded[1, :, 3:9, 1:7].flip(-1))
+    assert (out[0, :, :2, :] == 0).all() and (out[0, :, :, 4:] == 0).all()  # zero padding shows
+
+
+def test_random_crop_flip_statistics():
+    img = torch.randint(1, 256, (400, 3, 8, 8), dtype=torch.uint8)
+    out = augment.random_crop_flip(img, 0, True, torch.Generator().manual_seed(0))
+    flipped = (out == img.flip(-1)).flatten(1).all(1)
+    same = (out == img).flatten(1).all(1)
+    assert (flipped | same).all() and 150 < int(flipped.sum()) < 250
+    out = augment.random_crop_flip(img, 4, False, torch.Generator().manual_seed(0))
+    zeros = (out == 0).flatten(1).any(1).float().mean()
+    assert 0.5 < zeros < 1.0  # most crops reach into the padding, some do not (offset 4, 4)
+
+
+def test_mixup_soft_targets():
+    x = torch.randn(6, 3, 8, 8)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    rng = np.random.default_rng(0)
+    mx, t, lam = augment.mix_batch(x, y, 7, mixup_alpha=0.8, cutmix_alpha=0.0, mix_prob=1.0, rng=rng)
+    onehot = torch.nn.functional.one_hot(y, 7).float()
+    assert 0 < lam < 1 and torch.allclose(t.sum(1), torch.ones(6))
+    assert torch.allclose(t, lam * onehot + (1 - lam) * onehot.flip(0))
+    assert torch.allclose(mx, lam * x + (1 - lam) * x.flip(0))
+    cx, t, lam = augment.mix_batch(x, y, 7, mixup_alpha=0.0, cutmix_alpha=1.0, mix_prob=1.0,
+                                   rng=np.random.default_rng(3))
+    from_other = (cx == x.flip(0)) & (cx != x)
+    assert torch.isclose(from_other[0].float().mean(), torch.tensor(1 - lam), atol=1e-6)
+    assert torch.allclose(t, lam * onehot + (1 - lam) * onehot.flip(0))
+    same, t, lam = augment.mix_batch(x, y, 7, 0.8, 1.0, mix_prob=0.0, rng=rng)
+    assert lam == 1.0 and torch.equal(same, x) and torch.equal(t, onehot)
+
+
+def test_random_erasing():
+    x = torch.ones(64, 3, 16, 16)
+    out = augment.random_erasing(x, 1.0, torch.Generator().manual_seed(0))
+    erased = (out == 0).all(1)  # all channels of a pixel erased together
+    frac = erased.flatten(1).float().mean(1)
+    assert (frac > 0).float().mean() > 0.9 and (frac <= 0.34).all()
+    rows = erased.any(2).sum(1)
+    cols = erased.any(1).sum(1)
+    assert torch.equal(erased.flatten(1).sum(1), rows * cols)  # a rectangle
+    assert torch.equal(augment.random_erasing(x, 0.0, torch.Generator()), x)
+
+
+@pytest.mark.parametrize("name", ["randaugment", "autoaugment", "trivialaugment"])
+def test_batch_policy_per_sample(name):
+    pol = augment.BatchPolicy(name)
+    imgs = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    out = pol(imgs, torch.Generator().manual_seed(0))
+    assert out.shape == imgs.shape and out.dtype == torch.uint8
+    assert torch.equal(out, pol(imgs, torch.Generator().manual_seed(0)))
+    stages = pol.sample(16, 32, 32, torch.Generator().manual_seed(1))
+    grouped = pol.apply(imgs, stages)
+    t = pol.transform
+    for i in range(16):  # grouping equals applying each sample's own ops
+        ref = imgs[i : i + 1]
+        for stage in stages:
+            if stage[i] is not None:
+                ref = t._apply_image_or_video_transform(ref, stage[i][0], stage[i][1],
+                                                        interpolation=t.interpolation, fill=t._fill)
+        assert torch.equal(grouped[i : i + 1], ref)
+    assert len({s[i] for s in stages for i in range(16)}) > 3  # samples draw different ops
+
+
+def test_config_validation(data_c10_folder):
+    with pytest.raises(ConfigError, match=r"\[exp.data\]: auto_augment = 'randaug'"):
+        D.build_data(data_cfg(auto_augment="randaug"), "cpu", data_root=str(data_c10_folder))
+    with pytest.raises(ValueError, match="fewer than one global micro-batch"):
+        D.build_data(data_cfg(batch_size=512), "cpu", data_root=str(data_c10_folder))
+
+
+def test_data_throughput(data_c10_folder):
+    ips = D.data_throughput(data_cfg(), "cpu", batches=5, data_root=str(data_c10_folder))
+    assert ips > 0
+
+
+# ---------------------------------------------------------------- the shared copy
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="shared CIFAR-10 not present")
+def test_shared_cifar10_layout():
+    files, labels, classes, _ = decode.list_image_folder(SHARED / "cifar10" / "train")
+    assert classes == C10_NAMES and len(files) == 50_000
+    assert np.bincount(labels).tolist() == [5000] * 10
+    assert len(decode.list_image_folder(SHARED / "cifar10" / "test")[0]) == 10_000
+    x = decode.decode_images(files[::5000])
+    assert x.shape == (10, 32, 32, 3) and x.dtype == np.uint8 and x.std() > 10
+
+
+@pytest.mark.skipif(not (SHARED / "cifar100.npz").is_file(), reason="shared CIFAR-100 not present")
+def test_shared_cifar100_npz_keys():
+    with np.load(SHARED / "cifar100.npz") as z:
+        assert {"x_train", "y_train", "y_train_coarse", "x_test", "fine_names", "coarse_names"} <= set(z.files)
+        assert len(z["fine_names"]) == 100 and len(z["coarse_names"]) == 20
+        assert z["y_test"].shape == (10_000,)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="shared CIFAR-10 not present")
+def test_shared_cifar10_full_build(monkeypatch):
+    monkeypatch.delenv("VIT16_CACHE")  # the user's real cache: decoded once, then fast
+    b = D.build_data(ExperimentConfig(name="shared", batch_size=256), "cpu", data_root=str(SHARED))
+    assert b.train.num_samples == 45_000 and b.val.num_samples == 5_000 and b.test.num_samples == 10_000
+    assert b.num_classes == 10 and "JPEG" in b.description

@@ -1,0 +1,137 @@
+"""Benchmark: training images/s and model FLOPs utilisation (MFU) of every
+registered model, and the data pipeline's images/s alone. Prints a markdown table.
+
+    python -m vit16.bench --device cuda --batch-size 256
+    python -m vit16.bench --device cpu --models vit_tiny,vit_small_cifar --batch-size 32
+
+MFU = (FLOPs of one training step, counted by ``torch.utils.flop_counter``)
+x (steps/s) / (the device's peak dense FLOP/s). Peaks are the vendors' dense
+bf16 tensor-core numbers for GPUs; on a CPU the peak is measured as the fp32
+rate of a large matrix multiply on the same machine (so MFU there reads as a
+fraction of what this CPU's BLAS can do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import vit16
+
+# Dense bf16 peak FLOP/s, vendor data sheets (no sparsity).
+GPU_PEAK_FLOPS = {"H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
+                  "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12, "4090": 165e12}
+
+MODELS_32 = ["vit_tiny", "vit_small_cifar", "vit_small", "vit_base", "resnet50_cifar"]
+MODELS_224 = ["vit_s16", "vit_b16", "vit_l16", "resnet50"]
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device, e.g. "NVIDIA H100 80GB HBM3" or "CPU (2 threads, x86_64)"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def peak_flops(device: torch.device) -> float:
+    """Peak FLOP/s used for MFU: a GPU's data-sheet bf16 number (0 if unknown),
+    or, on CPU, the measured fp32 FLOP/s of a 2048x2048 matmul."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return value
+        return 0.0
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    start, reps = time.perf_counter(), 5
+    for _ in range(reps):
+        a @ b
+    return reps * 2 * 2048**3 / (time.perf_counter() - start)
+
+
+def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """FLOPs of one forward + backward pass on batch ``x`` (counted, not estimated)."""
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def bench_model(name: str, device: torch.device, batch_size: int, steps: int,
+                warmup: int = 2) -> dict:
+    """Training throughput of model ``name`` on random data: AdamW steps with bf16
+    autocast on CUDA, fp32 on CPU. Returns images/s, step FLOPs and parameters."""
+    model = vit16.MODELS.build(name).to(device)
+    size = 224 if name in MODELS_224 else 32
+    x = torch.randn(batch_size, 3, size, size, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    flops = train_step_flops(model, x, y)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        with amp:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"images_per_s": batch_size * steps / seconds, "step_flops": flops,
+            "params": sum(p.numel() for p in model.parameters()), "img_size": size}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--models", default=",".join(MODELS_32 + MODELS_224),
+                   help="comma-separated registered model names")
+    p.add_argument("--batch-size", type=int, default=64, help="batch for 32px models")
+    p.add_argument("--batch-size-224", type=int, default=0, help="batch for 224px models (default: batch/8)")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--data", default="quick,small_vit_cifar",
+                   help="experiments whose training data pipeline is timed alone ('' = none)")
+    p.add_argument("--data-root", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    peak = peak_flops(device)
+    print(f"device: {device_name(device)}; torch {torch.__version__}; "
+          f"peak for MFU: {peak / 1e12:.2f} TFLOP/s "
+          f"({'data sheet, bf16 dense' if device.type == 'cuda' else 'measured fp32 matmul'})\n")
+    print("| model | img | params (M) | batch | train images/s | GFLOPs/image (fwd+bwd) | MFU % |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        batch = (args.batch_size_224 or max(args.batch_size // 8, 1)) if name in MODELS_224 else args.batch_size
+        r = bench_model(name, device, batch, args.steps)
+        achieved = r["step_flops"] / batch * r["images_per_s"]
+        mfu = f"{100 * achieved / peak:.1f}" if peak else "n/a"
+        print(f"| {name} | {r['img_size']} | {r['params'] / 1e6:.2f} | {batch} | "
+              f"{r['images_per_s']:.0f} | {r['step_flops'] / batch / 1e9:.2f} | {mfu} |", flush=True)
+    if args.data:
+        from vit16.cli import DEFAULT_EXPERIMENTS
+        from vit16.config import load_tables, resolve
+        from vit16.data import data_throughput
+
+        tables = load_tables(DEFAULT_EXPERIMENTS)
+        print("\n| data pipeline (train split, augmentation included) | images/s |")
+        print("|---|---|")
+        for exp in args.data.split(","):
+            cfg = resolve(exp, tables, [] if args.data_root is None else [f"data.root={args.data_root!r}"])
+            rate = data_throughput(cfg, device)
+            print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
+                  f"augment: crop {cfg.data.crop_padding}, {cfg.data.auto_augment or 'no policy'}, "
+                  f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

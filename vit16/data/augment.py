@@ -1,0 +1,281 @@
+"""Batch augmentation on the device: crop + flip, AutoAugment-style policies,
+normalisation, random erasing and MixUp/CutMix.
+
+Every random choice is drawn on the CPU from an explicit ``torch.Generator``
+(or a numpy ``Generator`` derived from it), per sample where the method is
+per sample, and applied to the whole batch on its device with vectorised
+ops, so results do not depend on the device and the global RNG is untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+POLICIES = ("randaugment", "autoaugment", "trivialaugment")
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+    """Crop each image of the zero-padded batch at its offset, then mirror it if flagged.
+
+    Args:
+        images: (B, C, H, W), any dtype.
+        offsets: int64 (B, 2), (top, left) of each crop in the padded image, in [0, 2 * padding].
+        flips: bool (B,), mirror horizontally.
+        padding: zero padding added on every side before cropping.
+
+    Returns:
+        (B, C, H, W), same dtype and device: sample ``i`` is
+        ``pad(images[i])[:, top:top+H, left:left+W]``, mirrored if ``flips[i]``.
+    """
+    b, c, h, w = images.shape
+    dev = images.device
+    padded = F.pad(images, (padding,) * 4) if padding > 0 else images
+    pw = w + 2 * padding
+    offsets, flips = offsets.to(dev), flips.to(dev)
+    cols = torch.arange(w, device=dev).expand(b, w)
+    cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]
+    rows = torch.arange(h, device=dev)[None, :] + offsets[:, 0:1]
+    flat = (rows[:, :, None] * pw + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding ``padding`` and horizontal flip (p = 0.5), per sample.
+
+    ``images``: (B, C, H, W); returns the same shape and dtype. Draws from ``gen`` (CPU).
+    """
+    b = images.shape[0]
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen)
+    flips = torch.rand(b, generator=gen) < 0.5 if hflip else torch.zeros(b, dtype=torch.bool)
+    if padding == 0 and not hflip:
+        return images
+    return crop_flip(images, offsets, flips, padding)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, 3, H, W) in [0, 255] -> float32 ``(x / 255 - mean) / std``, same device."""
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255.0
+    return (images.float() - m) / s
+
+
+def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple[float, float] = (0.02, 0.33),
+                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+    """Per-sample random erasing (Zhong et al. 2020), torchvision ``RandomErasing``'s
+    sampling (area ``scale``, log-uniform aspect ``ratio``, up to ``attempts``
+    tries, value 0 = the mean after normalisation), vectorised over the batch.
+
+    Args:
+        x: float (B, C, H, W), normalised.
+        p: probability that a sample gets one erased rectangle.
+
+    Returns:
+        a new tensor like ``x``.
+    """
+    b, _, h, w = x.shape
+    if p <= 0:
+        return x
+    apply = torch.rand(b, generator=gen) < p
+    area = h * w * torch.empty(b, attempts).uniform_(scale[0], scale[1], generator=gen)
+    aspect = torch.exp(torch.empty(b, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen))
+    eh = torch.round(torch.sqrt(area * aspect)).long()
+    ew = torch.round(torch.sqrt(area / aspect)).long()
+    ok = (eh < h) & (ew < w)
+    first = ok.int().argmax(1, keepdim=True)
+    eh, ew = eh.gather(1, first)[:, 0], ew.gather(1, first)[:, 0]
+    u = torch.rand(b, 2, generator=gen)
+    top = (u[:, 0] * (h - eh + 1)).long()
+    left = (u[:, 1] * (w - ew + 1)).long()
+    apply &= ok.any(1)
+    # only the (B, 5) box parameters travel to the device; the mask is built there
+    top, bottom, left, right, apply = torch.stack([top, top + eh, left, left + ew, apply.long()]).to(x.device)
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None])
+    in_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & apply.bool()[:, None, None]
+    return x.masked_fill(mask[:, None], 0.0)
+
+
+def cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """timm's CutMix box for mixing ratio ``lam``: side ratio ``sqrt(1 - lam)``,
+    uniform centre, clipped to the image. Returns (top, bottom, left, right)."""
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+    top, bottom = np.clip([cy - ch // 2, cy + ch // 2], 0, h)
+    left, right = np.clip([cx - cw // 2, cx + cw // 2], 0, w)
+    return int(top), int(bottom), int(left), int(right)
+
+
+def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float,
+              cutmix_alpha: float, mix_prob: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """MixUp / CutMix of the batch with its reverse, as timm's ``Mixup`` in batch mode.
+
+    With probability ``mix_prob`` the batch is mixed: CutMix if only
+    ``cutmix_alpha > 0``, MixUp if only ``mixup_alpha > 0``, one of them with
+    p = 0.5 if both; ``lam ~ Beta(alpha, alpha)`` (for CutMix corrected to
+    the pasted area). Sample ``i`` is mixed with sample ``B - 1 - i``.
+
+    Args:
+        x: float (B, C, H, W).
+        labels: int64 (B,).
+
+    Returns:
+        (mixed x, soft targets float32 (B, num_classes) = ``lam * onehot(y) +
+        (1 - lam) * onehot(y.flip(0))``, lam); an unmixed batch has lam = 1.
+    """
+    onehot = torch.zeros(labels.shape[0], num_classes, device=labels.device).scatter_(1, labels[:, None], 1.0)
+    lam = 1.0
+    if (mixup_alpha > 0 or cutmix_alpha > 0) and rng.random() < mix_prob:
+        use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < 0.5)
+        if use_cutmix:
+            lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
+            top, bottom, left, right = cutmix_box(x.shape[2], x.shape[3], lam, rng)
+            x = x.clone()
+            x[:, :, top:bottom, left:right] = x.flip(0)[:, :, top:bottom, left:right]
+            lam = 1.0 - (bottom - top) * (right - left) / (x.shape[2] * x.shape[3])
+        else:
+            lam = float(rng.beta(mixup_alpha, mixup_alpha))
+            x = x * lam + x.flip(0) * (1.0 - lam)
+    return x, onehot * lam + onehot.flip(0) * (1.0 - lam), lam
+
+
+class BatchPolicy:
+    """A torchvision v2 auto-augment policy applied per sample to a uint8 batch.
+
+    torchvision's policies draw one op for the whole tensor they are given.
+    Here each sample draws its own ops (the same distribution as the policy's
+    ``forward``), then samples that drew the same (op, magnitude) are
+    transformed together with the policy's own op implementation, so a batch
+    costs one call per distinct op instead of one per image.
+
+    Args:
+        name: "randaugment" (2 ops, magnitude 9 of 31), "autoaugment" (the
+            CIFAR-10 or ImageNet policy, per ``cifar``) or "trivialaugment" (wide).
+        cifar: use AutoAugment's CIFAR-10 policy instead of ImageNet's.
+
+    Raises:
+        ValueError: unknown ``name``.
+    """
+
+    def __init__(self, name: str, cifar: bool = True):
+        if name == "randaugment":
+            self.transform = v2.RandAugment()
+        elif name == "autoaugment":
+            pol = v2.AutoAugmentPolicy.CIFAR10 if cifar else v2.AutoAugmentPolicy.IMAGENET
+            self.transform = v2.AutoAugment(pol)
+        elif name == "trivialaugment":
+            self.transform = v2.TrivialAugmentWide()
+        else:
+            raise ValueError(f"auto_augment = {name!r}; expected '' or one of {', '.join(POLICIES)}")
+        self.name = name
+        self._space = self.transform._AUGMENTATION_SPACE
+        self._ops = list(self._space)
+        self._mags: dict[tuple, list[float] | None] = {}
+
+    def _magnitude(self, op: str, index: int, bins: int, h: int, w: int, negate: bool) -> float:
+        key = (op, bins, h, w)
+        if key not in self._mags:
+            mags = self._space[op][0](bins, h, w)
+            self._mags[key] = None if mags is None else [float(m) for m in mags]
+        mags = self._mags[key]
+        if mags is None:
+            return 0.0
+        return -mags[index] if self._space[op][1] and negate else mags[index]
+
+    def sample(self, n: int, h: int, w: int, gen: torch.Generator) -> list[list[tuple[str, float] | None]]:
+        """Draw the ops: ``stages[s][i]`` is sample ``i``'s (op, magnitude) in stage ``s`` or None."""
+        t = self.transform
+        stages = []
+        if self.name == "autoaugment":
+            policies = t._policies
+            choice = torch.randint(len(policies), (n,), generator=gen).tolist()
+            for s in range(2):
+                fire = (torch.rand(n, generator=gen) <= torch.tensor(
+                    [policies[c][s][1] for c in choice])).tolist()
+                neg = (torch.rand(n, generator=gen) <= 0.5).tolist()
+                stage = []
+                for i, c in enumerate(choice):
+                    op, _, idx = policies[c][s]
+                    stage.append((op, self._magnitude(op, idx or 0, 10, h, w, neg[i])) if fire[i] else None)
+                stages.append(stage)
+            return stages
+        num_ops = t.num_ops if self.name == "randaugment" else 1
+        for _ in range(num_ops):
+            ops = torch.randint(len(self._ops), (n,), generator=gen).tolist()
+            if self.name == "randaugment":
+                bins = [t.magnitude] * n
+            else:
+                bins = torch.randint(t.num_magnitude_bins, (n,), generator=gen).tolist()
+            neg = (torch.rand(n, generator=gen) <= 0.5).tolist()
+            stages.append([(self._ops[o], self._magnitude(self._ops[o], k, t.num_magnitude_bins, h, w, ng))
+                           for o, k, ng in zip(ops, bins, neg)])
+        return stages
+
+    def apply(self, images: torch.Tensor, stages: list[list[tuple[str, float] | None]]) -> torch.Tensor:
+        """Apply drawn ``stages`` to uint8 ``images`` (B, 3, H, W); returns a new tensor."""
+        t = self.transform
+        out = images.clone()
+        for stage in stages:
+            groups: dict[tuple[str, float], list[int]] = defaultdict(list)
+            for i, op in enumerate(stage):
+                if op is not None and op[0] != "Identity":
+                    groups[op].append(i)
+            for (op, mag), idx in groups.items():
+                sel = torch.tensor(idx, device=images.device)
+                out[sel] = t._apply_image_or_video_transform(out[sel], op, mag, interpolation=t.interpolation,
+                                                             fill=t._fill)
+        return out
+
+    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> augmented uint8 (B, 3, H, W), per-sample ops drawn from ``gen``."""
+        return self.apply(images, self.sample(images.shape[0], images.shape[2], images.shape[3], gen))
+
+
+class BatchAugment:
+    """The device-side training pipeline for one micro-batch.
+
+    ``geometric`` (crop + flip + policy, on uint8) is used by the
+    device-resident path; the worker path does those per sample in its
+    DataLoader workers and only runs normalisation, erasing and mixing here.
+
+    Args:
+        cfg: the :class:`~vit16.config.DataConfig`.
+        mean, std: per-channel statistics in [0, 1].
+        num_classes: for soft targets.
+        geometric: run crop + flip + policy here.
+        cifar: policy flavour (AutoAugment's CIFAR-10 policy).
+    """
+
+    def __init__(self, cfg, mean, std, num_classes: int, geometric: bool, cifar: bool = True):
+        self.cfg = cfg
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.num_classes = num_classes
+        self.geometric = geometric
+        self.policy = BatchPolicy(cfg.auto_augment, cifar) if geometric and cfg.auto_augment else None
+        self.mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, 3, H, W) and int64 (B,) on the device -> (float32 (B, 3, H, W)
+        normalised, targets int64 (B,) or float32 (B, num_classes) when mixing)."""
+        cfg = self.cfg
+        if self.geometric:
+            images = random_crop_flip(images, cfg.crop_padding, cfg.hflip, gen)
+            if self.policy is not None:
+                images = self.policy(images, gen)
+        x = normalize(images, self.mean, self.std)
+        if cfg.random_erasing > 0:
+            x = random_erasing(x, cfg.random_erasing, gen)
+        if not self.mixing:
+            return x, labels
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        x, targets, _ = mix_batch(x, labels, self.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha,
+                                  cfg.mix_prob, rng)
+        return x, targets

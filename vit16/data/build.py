@@ -1,0 +1,162 @@
+"""``build_data``: from an experiment configuration to the trainer's loaders."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from vit16.config import ConfigError
+from vit16.data.augment import POLICIES, BatchAugment
+from vit16.data.loaders import DeviceTrainLoader, EvalLoader, TrainLoader, WorkerTrainLoader
+from vit16.data.roots import resolve_data_root
+from vit16.data.sampling import EpochSampler
+from vit16.data.splits import eval_shard, split_train
+from vit16.data.transforms import SplitDataset, eval_transform, train_transform
+from vit16.registry import DATASETS
+
+
+@dataclass
+class DataBundle:
+    """What the trainer gets from :func:`build_data`.
+
+    ``description`` names the data set and where it was read, for the
+    results table ("CIFAR-10 (JPEG ImageFolder ../shared/data/cifar10)").
+    """
+
+    train: TrainLoader
+    val: EvalLoader
+    test: EvalLoader
+    num_classes: int
+    class_names: list[str]
+    description: str
+
+
+def check_data_config(cfg, table: str = "NAME") -> None:
+    """Validate the option values of a :class:`~vit16.config.DataConfig`.
+
+    Raises:
+        ConfigError: one line naming ``[table.data]``, the key and the allowed values.
+    """
+    where = f"[{table}.data]"
+    checks = [
+        (cfg.auto_augment in ("", *POLICIES), "auto_augment", f"one of '', {', '.join(POLICIES)}"),
+        (cfg.label in ("fine", "coarse"), "label", "'fine' or 'coarse'"),
+        (cfg.img_size >= 1, "img_size", ">= 1"),
+        (cfg.val_size >= 0, "val_size", ">= 0"),
+        (cfg.train_limit >= 0, "train_limit", ">= 0 (0 = no limit)"),
+        (0.0 < cfg.fraction <= 1.0, "fraction", "in (0, 1]"),
+        (cfg.num_workers >= 0, "num_workers", ">= 0"),
+        (cfg.crop_padding >= 0, "crop_padding", ">= 0"),
+        (0.0 <= cfg.random_erasing <= 1.0, "random_erasing", "a probability in [0, 1]"),
+        (cfg.mixup_alpha >= 0, "mixup_alpha", ">= 0 (0 = off)"),
+        (cfg.cutmix_alpha >= 0, "cutmix_alpha", ">= 0 (0 = off)"),
+        (0.0 <= cfg.mix_prob <= 1.0, "mix_prob", "a probability in [0, 1]"),
+        (cfg.repeated_aug >= 1, "repeated_aug", ">= 1 (1 = off)"),
+    ]
+    for ok, key, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {key} = {getattr(cfg, key)!r} is invalid; expected {allowed}")
+
+
+def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
+               data_root: str | None = None, micro_batch_size: int | None = None) -> DataBundle:
+    """Read the data set of ``cfg.data``, split it and build this rank's loaders.
+
+    Args:
+        cfg: the :class:`~vit16.config.ExperimentConfig`.
+        device: where batches are delivered.
+        rank, world_size: distributed position; train batches are disjoint
+            shards of each epoch, val/test are disjoint non-padded shards.
+        data_root: ``--data-root``; see :func:`~vit16.data.roots.resolve_data_root`.
+        micro_batch_size: per-rank batch; default ``cfg.micro_batch_size`` or
+            ``cfg.batch_size // world_size``.
+
+    Returns:
+        a :class:`DataBundle`. The device-resident fast path is used when
+        ``cfg.data.device_resident`` and the source is decoded at
+        ``cfg.data.img_size`` (CIFAR at 32); otherwise a DataLoader with
+        ``cfg.data.num_workers`` workers.
+
+    Raises:
+        DataNotFoundError: the data set is not under the data root.
+        ConfigError: an invalid data option.
+        UnknownNameError: ``cfg.data.name`` is not a registered data set.
+        ValueError: splits do not fit the data, or the training split is
+            smaller than one global micro-batch.
+    """
+    dcfg, table = cfg.data, cfg.name or "NAME"
+    check_data_config(dcfg, table)
+    device = torch.device(device)
+    mb = micro_batch_size or cfg.micro_batch_size or cfg.batch_size // world_size
+    if mb < 1:
+        raise ValueError(f"micro batch size {mb} < 1 (batch_size {cfg.batch_size}, world size {world_size})")
+    eval_bs = cfg.eval_batch_size or mb
+    root = resolve_data_root(data_root, dcfg.root)
+    source = DATASETS.build(dcfg.name, cfg=dcfg, root=root, experiment=table)
+    train, val = split_train(source.train, dcfg.val_size, dcfg.fraction, dcfg.train_limit)
+    test = source.test
+    num_classes = len(source.class_names)
+    cifar = source.name.startswith("cifar")
+
+    sampler = EpochSampler(len(train), mb, cfg.seed, rank, world_size, dcfg.repeated_aug)
+    if len(sampler) == 0:
+        raise ValueError(
+            f"{table}: the training split has {len(train)} images, fewer than one global micro-batch "
+            f"of {mb * world_size} ({world_size} rank(s) x {mb}); lower the batch size or train_limit"
+        )
+    fast = dcfg.device_resident and source.decoded and source.image_size == dcfg.img_size
+    augment = BatchAugment(dcfg, source.mean, source.std, num_classes, geometric=fast, cifar=cifar)
+    val_shard, test_shard = (s.subset(eval_shard(len(s), rank, world_size)) for s in (val, test))
+    if fast:
+        train_loader: TrainLoader = DeviceTrainLoader(train, sampler, augment, device)
+        val_loader = EvalLoader(val_shard, eval_bs, device, source.mean, source.std)
+        test_loader = EvalLoader(test_shard, eval_bs, device, source.mean, source.std)
+    else:
+        t_train = train_transform(dcfg, source.decoded, source.image_size, cifar)
+        t_eval = eval_transform(dcfg, source.decoded, source.image_size)
+        train_loader = WorkerTrainLoader(SplitDataset(train, t_train), sampler, augment, device,
+                                         dcfg.num_workers)
+        val_loader, test_loader = (
+            EvalLoader(s, eval_bs, device, source.mean, source.std, SplitDataset(s, t_eval), dcfg.num_workers)
+            for s in (val_shard, test_shard)
+        )
+    return DataBundle(train_loader, val_loader, test_loader, num_classes, list(source.class_names),
+                      source.description)
+
+
+def data_throughput(cfg, device: torch.device, batches: int = 50, data_root: str | None = None,
+                    micro_batch_size: int | None = None, warmup: int = 3) -> float:
+    """Images per second of the training loader alone, augmentation included.
+
+    Builds the data (decode cache included, not timed), skips ``warmup``
+    micro-batches (worker start-up), then times ``batches`` micro-batches,
+    crossing epochs if needed; CUDA work is synchronised before the clock stops.
+
+    Raises:
+        everything :func:`build_data` raises.
+    """
+    device = torch.device(device)
+    loader = build_data(cfg, device, data_root=data_root, micro_batch_size=micro_batch_size).train
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    seen, epoch, images = 0, 0, 0
+    t0 = time.perf_counter()
+    while seen < warmup + batches:
+        loader.set_epoch(epoch)
+        for x, _ in loader:
+            seen += 1
+            if seen == warmup:
+                sync()
+                t0 = time.perf_counter()
+            elif seen > warmup:
+                images += x.shape[0]
+            if seen >= warmup + batches:
+                break
+        epoch += 1
+    sync()
+    return images / (time.perf_counter() - t0)

@@ -1,0 +1,234 @@
+"""Data set sources registered in :data:`vit16.registry.DATASETS`.
+
+A builder takes ``(cfg: DataConfig, root: Path, experiment: str = "")`` and
+returns a :class:`Source`: the official train and test splits, decoded to
+uint8 arrays (CIFAR) or as file lists (ImageNet), plus class names and
+normalisation statistics. Splitting off validation data is
+:mod:`vit16.data.splits`' job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vit16.data import cache, decode
+from vit16.data.roots import not_found
+from vit16.registry import DATASETS
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class Split:
+    """Images and labels of one split.
+
+    Exactly one of ``images`` (uint8 (N, H, W, 3), RGB, decoded) and
+    ``files`` (N image paths, decoded lazily) is set; ``labels`` is int64 (N,).
+    """
+
+    labels: np.ndarray
+    images: np.ndarray | None = None
+    files: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> "Split":
+        """The samples at positions ``idx`` (int array), in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split(
+            labels=self.labels[idx],
+            images=None if self.images is None else self.images[idx],
+            files=None if self.files is None else [self.files[i] for i in idx],
+        )
+
+
+@dataclass
+class Source:
+    """A data set as read from disk: official train and test splits.
+
+    ``image_size`` is the stored resolution of decoded arrays (32 for CIFAR),
+    ``None`` for file lists; ``mean``/``std`` are per-channel in [0, 1].
+    """
+
+    name: str
+    train: Split
+    test: Split
+    class_names: list[str]
+    description: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int | None = None
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the images are in memory as arrays (not file lists)."""
+        return self.train.images is not None
+
+
+def _image_folder_arrays(name: str, folder: Path, splits: tuple[str, str]) -> tuple[dict[str, np.ndarray], str]:
+    """Decode ``folder/{train,test}/<class>/*`` (32x32 images) through the cache.
+
+    Returns the arrays and a label for descriptions ("JPEG ImageFolder")."""
+    listings = {s: decode.list_image_folder(folder / s) for s in splits}
+    classes = listings[splits[0]][2]
+    if listings[splits[1]][2] != classes:
+        raise ValueError(f"{folder}: {splits[0]}/ and {splits[1]}/ have different class folders")
+    entries = [(f"{s}/{rel}", size, mtime) for s in splits for rel, size, mtime in listings[s][3]]
+    key = cache.fingerprint(entries, tag=f"{name}-imagefolder")
+
+    def build() -> dict[str, np.ndarray]:
+        files = {s: listings[s][0] for s in splits}
+        return {
+            "x_train": decode.decode_images(files[splits[0]]),
+            "y_train": listings[splits[0]][1],
+            "x_test": decode.decode_images(files[splits[1]]),
+            "y_test": listings[splits[1]][1],
+            "names": np.asarray(classes, dtype=str),
+        }
+
+    jpeg = any(f.lower().endswith((".jpg", ".jpeg")) for f in listings[splits[0]][0][:100])
+    label = "JPEG ImageFolder" if jpeg else "ImageFolder"
+    return cache.cached_arrays(f"{name}-imagefolder", key, build), label
+
+
+def _has_image_folder(folder: Path, splits: tuple[str, str]) -> bool:
+    return all((folder / s).is_dir() for s in splits)
+
+
+def _pickle_arrays(name: str, folder: Path, train: list[str], test: list[str], meta: str,
+                   label_keys: tuple[str, ...], name_keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Read CIFAR python batches through the cache (no md5 check; see decode)."""
+    paths = [folder / f for f in (*train, *test, meta)]
+    key = cache.files_fingerprint(paths, tag=f"{name}-pickle")
+
+    def build() -> dict[str, np.ndarray]:
+        tr = decode.read_cifar_batches(folder, train, label_keys)
+        te = decode.read_cifar_batches(folder, test, label_keys)
+        names = decode.read_cifar_meta(folder / meta, name_keys)
+        out = {"x_train": tr["x"], "x_test": te["x"]}
+        for k in label_keys:
+            out[f"y_train:{k}"] = tr[k]
+            out[f"y_test:{k}"] = te[k]
+        out.update({f"names:{k}": np.asarray(v, dtype=str) for k, v in names.items()})
+        return out
+
+    return cache.cached_arrays(f"{name}-pickle", key, build)
+
+
+def _check_classes(name: str, where: Path, names: list[str], expected: int) -> None:
+    if len(names) != expected:
+        raise ValueError(f"{where}: {name} needs {expected} classes, found {len(names)}")
+
+
+_C10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+@DATASETS.register("cifar10", aliases=("cifar-10",))
+def cifar10(cfg, root: Path, experiment: str = "") -> Source:
+    """CIFAR-10 from ``root``: the official python batches
+    (``cifar-10-batches-py/``) or an ImageFolder ``cifar10/{train,test}/<class>/``.
+    With ``cfg.download`` the official batches are downloaded by torchvision
+    when neither is present.
+
+    Raises:
+        DataNotFoundError: neither layout is under ``root`` (download off).
+        ValueError: the ImageFolder does not have 10 classes or 32x32 images.
+    """
+    pickles, folder = root / "cifar-10-batches-py", root / "cifar10"
+    if not (pickles / "test_batch").is_file() and not _has_image_folder(folder, ("train", "test")):
+        if not cfg.download:
+            raise not_found("cifar10", [pickles, folder / "train", folder / "test"], experiment)
+        import torchvision
+
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+    if (pickles / "test_batch").is_file():
+        a = _pickle_arrays("cifar10", pickles, _C10_TRAIN, ["test_batch"], "batches.meta",
+                           ("labels",), ("label_names",))
+        x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train:labels"], a["x_test"], a["y_test:labels"]
+        names, desc = list(a["names:label_names"]), f"CIFAR-10 (python batches {pickles})"
+    else:
+        a, kind = _image_folder_arrays("cifar10", folder, ("train", "test"))
+        x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
+        names, desc = list(a["names"]), f"CIFAR-10 ({kind} {folder})"
+        _check_classes("cifar10", folder, names, 10)
+    return Source("cifar10", Split(y_tr, x_tr), Split(y_te, x_te), [str(n) for n in names], desc,
+                  *CIFAR10_STATS, image_size=32)
+
+
+@DATASETS.register("cifar100", aliases=("cifar-100",))
+def cifar100(cfg, root: Path, experiment: str = "") -> Source:
+    """CIFAR-100 from ``root``: the official python batches (``cifar-100-python/``),
+    ``cifar100.npz`` (shared/data/README.md layout) or an ImageFolder
+    ``cifar100/{train,test}/<class>/`` (fine labels only). ``cfg.label``:
+    "fine" (100 classes) or "coarse" (20 superclasses).
+
+    Raises:
+        DataNotFoundError: no layout is under ``root`` (download off).
+        ValueError: ``label`` is not fine/coarse, or coarse with an ImageFolder.
+    """
+    if cfg.label not in ("fine", "coarse"):
+        raise ValueError(f"cifar100: label = {cfg.label!r}; expected 'fine' or 'coarse'")
+    pickles, npz, folder = root / "cifar-100-python", root / "cifar100.npz", root / "cifar100"
+    found = (pickles / "test").is_file() or npz.is_file() or _has_image_folder(folder, ("train", "test"))
+    if not found:
+        if not cfg.download:
+            raise not_found("cifar100", [pickles, npz, folder / "train", folder / "test"], experiment)
+        import torchvision
+
+        torchvision.datasets.CIFAR100(str(root), train=True, download=True)
+    coarse = cfg.label == "coarse"
+    if (pickles / "test").is_file():
+        a = _pickle_arrays("cifar100", pickles, ["train"], ["test"], "meta",
+                           ("fine_labels", "coarse_labels"), ("fine_label_names", "coarse_label_names"))
+        k = "coarse" if coarse else "fine"
+        y_tr, y_te = a[f"y_train:{k}_labels"], a[f"y_test:{k}_labels"]
+        names = list(a[f"names:{k}_label_names"])
+        x_tr, x_te, where = a["x_train"], a["x_test"], f"python batches {pickles}"
+    elif npz.is_file():
+        key = cache.file_fingerprint(npz, tag="cifar100-npz")
+        a = cache.cached_arrays("cifar100-npz", key, lambda: decode.read_cifar100_npz(npz))
+        sfx = "_coarse" if coarse else ""
+        y_tr, y_te = a[f"y_train{sfx}"], a[f"y_test{sfx}"]
+        names = list(a["coarse_names" if coarse else "fine_names"])
+        x_tr, x_te, where = a["x_train"], a["x_test"], f"npz {npz}"
+    else:
+        if coarse:
+            raise ValueError(f"cifar100: label = 'coarse' needs the python batches or cifar100.npz; "
+                             f"the ImageFolder {folder} has fine labels only")
+        a, kind = _image_folder_arrays("cifar100", folder, ("train", "test"))
+        x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
+        names, where = list(a["names"]), f"{kind} {folder}"
+        _check_classes("cifar100", folder, names, 100)
+    title = "CIFAR-100 coarse (20 superclasses)" if coarse else "CIFAR-100"
+    return Source("cifar100", Split(y_tr, x_tr), Split(y_te, x_te), [str(n) for n in names],
+                  f"{title} ({where})", *CIFAR100_STATS, image_size=32)
+
+
+@DATASETS.register("imagenet", aliases=("imagenet1k", "ilsvrc2012"))
+def imagenet(cfg, root: Path, experiment: str = "") -> Source:
+    """ImageNet-1k as file lists from the ImageFolder ``root/imagenet/{train,val}``
+    (official val as the test split). Nothing is decoded up front; the
+    class-balanced ``fraction`` subsample is taken by :mod:`vit16.data.splits`.
+
+    Raises:
+        DataNotFoundError: the folders are missing (ImageNet is never downloaded).
+        ValueError: train/ and val/ have different classes.
+    """
+    folder = root / "imagenet"
+    if not _has_image_folder(folder, ("train", "val")):
+        hint = ("ImageNet cannot be downloaded automatically: get ILSVRC2012 from image-net.org, "
+                "arrange it as imagenet/{train,val}/<wnid>/*.JPEG and pass --data-root DIR / "
+                "VIT16_DATA pointing at its parent")
+        raise not_found("imagenet", [folder / "train", folder / "val"], experiment, hint)
+    tr_files, tr_labels, classes, _ = decode.list_image_folder(folder / "train")
+    te_files, te_labels, te_classes, _ = decode.list_image_folder(folder / "val")
+    if te_classes != classes:
+        raise ValueError(f"{folder}: train/ and val/ have different class folders")
+    return Source("imagenet", Split(tr_labels, files=tr_files), Split(te_labels, files=te_files),
+                  classes, f"ImageNet (ImageFolder {folder})", *IMAGENET_STATS)

@@ -1,0 +1,202 @@
+"""The shared results table: one markdown row per finished run.
+
+Many runs (processes, SLURM jobs) may finish at the same time and append to
+the same file: :func:`append_result` holds an exclusive ``fcntl.flock`` on a
+``.lock`` file beside the table while it writes, so rows never interleave.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "COLUMNS",
+    "append_result",
+    "device_name",
+    "format_duration",
+    "format_row",
+    "header",
+    "read_rows",
+]
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("date", "date (UTC)"),
+    ("experiment", "experiment"),
+    ("model", "model"),
+    ("params", "params (M)"),
+    ("dataset", "dataset"),
+    ("epochs", "epochs"),
+    ("val_top1", "val top-1 %"),
+    ("test_top1", "test top-1 % (final)"),
+    ("test_top1_best", "test top-1 % (best-val ckpt)"),
+    ("wall_time_s", "wall time"),
+    ("images_per_s", "train images/s"),
+    ("device", "device"),
+    ("git_commit", "git commit"),
+    ("overrides", "overrides"),
+)
+"""(row key, column header) in table order."""
+
+
+def header() -> str:
+    """The two header lines of the table (column names and the ``---`` rule), with newline."""
+    names = [h for _, h in COLUMNS]
+    return "| " + " | ".join(names) + " |\n" + "|" + "|".join("---" for _ in names) + "|\n"
+
+
+def format_duration(seconds: float) -> str:
+    """``552.3`` -> ``"9m 12s"``; ``"1h 02m"`` from an hour up; ``"45s"`` under a minute."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def device_name(device: torch.device | str) -> str:
+    """Human name of ``device``: ``"CPU (2 threads)"`` or ``torch.cuda.get_device_name()``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        n = torch.get_num_threads()
+        return f"CPU ({n} thread{'s' if n > 1 else ''})"
+    return device.type.upper()
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else (f"{value:.2f}" if isinstance(value, (int, float)) else value)
+
+
+def _epochs(value: Any) -> Any:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.2f}"
+    return value
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One table line (with newline) for ``row``.
+
+    Keys (see :data:`COLUMNS`); numbers are formatted, strings are used as given:
+
+    * ``date``: optional, default now (UTC, ``YYYY-MM-DD HH:MM``);
+    * ``params``: parameter count (int) -> millions with 2 decimals;
+    * ``epochs``: int, or float for a partial run (2 decimals);
+    * ``val_top1``, ``test_top1``, ``test_top1_best``: % (float, 2 decimals; ``None`` -> ``-``);
+    * ``wall_time_s``: seconds (float) -> ``"9m 12s"``;
+    * ``images_per_s``: training throughput, images/s (float, rounded);
+    * ``device``, ``experiment``, ``model``, ``dataset``, ``git_commit``: strings;
+    * ``overrides``: the ``--set`` items (list of str), joined with spaces.
+
+    ``|`` inside a value is escaped as ``\\|``.
+
+    Raises:
+        ValueError: a missing or unknown key (names them).
+    """
+    keys = [k for k, _ in COLUMNS]
+    unknown = sorted(set(row) - set(keys))
+    missing = [k for k in keys if k not in row and k != "date"]
+    if unknown or missing:
+        raise ValueError(
+            f"results row: unknown keys {unknown}, missing keys {missing}; expected {keys}"
+        )
+    r = dict(row)
+    if r.get("date") is None:
+        r["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    if isinstance(r["params"], (int, float)):
+        r["params"] = f"{r['params'] / 1e6:.2f}"
+    r["epochs"] = _epochs(r["epochs"])
+    for k in ("val_top1", "test_top1", "test_top1_best"):
+        r[k] = _pct(r[k])
+    if isinstance(r["wall_time_s"], (int, float)):
+        r["wall_time_s"] = format_duration(r["wall_time_s"])
+    if isinstance(r["images_per_s"], (int, float)):
+        r["images_per_s"] = f"{r['images_per_s']:.0f}"
+    if not isinstance(r["overrides"], str):
+        r["overrides"] = " ".join(str(o) for o in (r["overrides"] or ()))
+    return "| " + " | ".join(_cell(r[k]) for k in keys) + " |\n"
+
+
+def append_result(path: str | os.PathLike, row: dict[str, Any]) -> Path:
+    """Append one row (:func:`format_row`) to the markdown table at ``path``.
+
+    Creates the file (and its directory) with the header when it is absent or
+    empty. The whole check-and-append runs under an exclusive ``fcntl.flock``
+    on ``<path>.lock``, so concurrent processes never interleave or duplicate
+    the header. The row is flushed and fsync'ed before the lock is released.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a bad row (see :func:`format_row`).
+        OSError: the file cannot be written.
+    """
+    path = Path(path)
+    line = format_row(row)  # validate before touching the file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path, "a+", encoding="utf-8") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                text = line
+                if size == 0:
+                    text = header() + line
+                else:
+                    f.seek(size - 1)
+                    if f.read(1) != "\n":
+                        text = "\n" + line
+                f.seek(0, os.SEEK_END)
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return path
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The table's data rows as dicts keyed like :data:`COLUMNS` (cells as
+    strings, escapes undone); lines that are not table rows are skipped."""
+    keys = [k for k, _ in COLUMNS]
+    rows = []
+    for text in Path(path).read_text(encoding="utf-8").splitlines():
+        if not text.startswith("|") or text.startswith("|---") or text == header().splitlines()[0]:
+            continue
+        cells = _split_cells(text)
+        if len(cells) == len(keys):
+            rows.append(dict(zip(keys, cells)))
+    return rows
+
+
+def _split_cells(line: str) -> list[str]:
+    cells, cur, i = [], [], 1  # skip the leading "|"
+    body = line.rstrip()
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            cur.append(body[i + 1])
+            i += 2
+            continue
+        if ch == "|":
+            cells.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    return cells
