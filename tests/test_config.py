@@ -101,3 +101,21 @@ def test_list_shows_experiments_and_registries(capsys):
     out = capsys.readouterr().out
     for word in ("quick", "small_vit_cifar", "vit_b16", "10.70M", "cifar10", "warmup_cosine"):
         assert word in out
+
+
+def test_missing_data_is_one_line_naming_paths_and_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("VIT16_DATA", raising=False)
+    missing = tmp_path / "nowhere"
+    assert main(["quick", "--data-root", str(missing), "--out", str(tmp_path / "run"),
+                 "--results", str(tmp_path / "R.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"error: data set 'cifar10' not found; tried {missing}/cifar-10-batches-py, {missing}/cifar10/train" in err
+    assert "download = true" in err and "--data-root" in err
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_bad_option_value_is_one_line(tmp_path, capsys):
+    assert main(["quick", "--set", "amp=fp8", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: amp = 'fp8' is not one of auto, bf16, fp16, off") and err.count("\n") == 1

@@ -16,9 +16,10 @@ from vit16.config import ConfigError, ExperimentConfig
 from vit16.data import augment, decode, sampling, splits
 from vit16.registry import DATASETS
 
+from fakedata import C10_NAMES, data_image, write_cifar100_npz, write_cifar10_pickles, write_image_folder
+
 SHARED = Path(__file__).resolve().parents[1] / "../shared/data"
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
-C10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -35,56 +36,6 @@ def data_env(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def data_image(label: int, i: int, size: int = 32) -> np.ndarray:
-    """A deterministic uint8 (size, size, 3) image that encodes (label, i)."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    img = np.stack([(xx * 7 + label * 13) % 256, (yy * 5 + i * 11) % 256, (xx + yy + label + i) % 256], -1)
-    return img.astype(np.uint8)
-
-
-def write_image_folder(folder: Path, classes: list[str], per_class: dict[str, int], ext: str = "png",
-                       size=(32, 32)) -> None:
-    for split, n in per_class.items():
-        for c, name in enumerate(classes):
-            d = folder / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = data_image(c, i, max(size))[: size[0], : size[1]]
-                Image.fromarray(img).save(d / f"{i:04d}.{ext}")
-
-
-def write_cifar10_pickles(root: Path, per_batch: int = 20, test: int = 20) -> dict:
-    """torchvision's cifar-10-batches-py layout with tiny batches; returns the arrays written."""
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    written = {"x": [], "y": []}
-    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
-        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        y = [int(v) for v in np.arange(n) % 10]
-        data = x.transpose(0, 3, 1, 2).reshape(n, 3072)
-        with open(d / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": y, "data": data, "filenames": [""] * n}, f)
-        written["x"].append(x)
-        written["y"].append(y)
-    with open(d / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": C10_NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
-    return written
-
-
-def write_cifar100_npz(path: Path, per_class: int = 2, test_per_class: int = 1) -> None:
-    def part(n):
-        y = np.repeat(np.arange(100), n).astype(np.int16)
-        x = np.stack([data_image(int(c), i) for i, c in enumerate(y)])
-        return x, y, (y // 5).astype(np.int16)
-
-    x_tr, y_tr, yc_tr = part(per_class)
-    x_te, y_te, yc_te = part(test_per_class)
-    np.savez(path, x_train=x_tr, y_train=y_tr, y_train_coarse=yc_tr, x_test=x_te, y_test=y_te,
-             y_test_coarse=yc_te, fine_names=np.array([f"fine{i:02d}" for i in range(100)]),
-             coarse_names=np.array([f"coarse{i:02d}" for i in range(20)]))
 
 
 def data_cfg(name: str = "cifar10", batch_size: int = 8, seed: int = 0, **data) -> ExperimentConfig:

@@ -9,12 +9,21 @@ one resolved.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from vit16.config import ConfigError, ExperimentConfig, load_tables, resolve
+from vit16.checkpoint import CheckpointError
+from vit16.registry import UnknownNameError
+from vit16.trainer import ResumeMismatchError, TrainingDivergedError
+
+# Errors that mean bad input (config, names, files), reported as one line;
+# VIT16_DEBUG=1 shows the traceback instead.
+USER_ERRORS = (ValueError, UnknownNameError, FileNotFoundError, CheckpointError,
+               ResumeMismatchError, TrainingDivergedError)
 
 DEFAULT_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments.toml"
 
@@ -129,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         train(cfg, args.out or f"runs/{cfg.name}", data_root=args.data_root, device=device,
               resume=not args.no_resume, results_file=args.results, overrides=args.overrides)
         return 0
-    except (ConfigError, KeyError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if os.environ.get("VIT16_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2

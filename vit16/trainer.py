@@ -313,29 +313,29 @@ def evaluate(
 
 
 def load_init(model: nn.Module, path: str | os.PathLike) -> list[str]:
-    """Load initial weights from the vit16 checkpoint ``path`` (``last.pt`` or
-    ``best.pt`` of an earlier run) into ``model``, strictly by key, through
-    :func:`vit16.models.load_weights`: a head of another class count (or a
-    pre-logits layer the model lacks) is not loaded, so ``model`` keeps its
-    freshly built head; a ViT ``pos_embed`` on another patch grid is resized.
+    """Load the initial weights ``cfg.init`` names into ``model`` through
+    :func:`vit16.models.load_pretrained`: a vit16 checkpoint (``runs/NAME/best.pt``,
+    ``last.pt``, any file with a ``model`` state dict), ``torchvision:NAME|PATH``,
+    ``timm:NAME|PATH`` or a google-research/vision_transformer ``.npz``
+    (:mod:`vit16.models.pretrained`). Keys match strictly; a head of another
+    class count (or a pre-logits layer the model lacks) is not loaded, so
+    ``model`` keeps its freshly built head (zero with ``model.zero_head``, and
+    a ViT loses its pre-logits layer); a ViT ``pos_embed`` on another patch
+    grid is resized.
 
     Returns:
         human-readable notes of what was adapted (empty when nothing was).
 
     Raises:
-        CheckpointError: unreadable or foreign file, no ``model`` weights, or
-            weights that do not fit the model (missing/unexpected keys, shapes).
+        CheckpointError: unknown prefix or weight name, missing, unreadable or
+            foreign file, or weights that do not fit the model
+            (missing/unexpected keys, shapes).
     """
-    from vit16.models import WeightLoadError, load_weights
+    from vit16.models import load_pretrained
 
-    hint = "check cfg.init (it must be a vit16 checkpoint such as runs/NAME/best.pt)"
-    state = load_checkpoint(path, "cpu", hint=hint)
-    weights = state.get("model")
-    if not isinstance(weights, dict):
-        raise CheckpointError(f"init checkpoint {path} has no 'model' weights; {hint}")
     try:
-        return load_weights(model, weights, source=f"init checkpoint {path}")
-    except WeightLoadError as err:
+        return load_pretrained(model, path, progress=dist_env()[0] == 0)
+    except ValueError as err:  # WeightLoadError, or a position embedding that is no grid
         raise CheckpointError(str(err)) from None
 
 
@@ -736,7 +736,7 @@ def train(
         "experiment": cfg.name,
         "model": cfg.model.name,
         "params": n_params,
-        "dataset": cfg.data.name,
+        "dataset": getattr(data, "description", cfg.data.name),
         "epochs": counters.step / steps_per_epoch,
         "steps": counters.step,
         "val_top1": val and val["top1"],

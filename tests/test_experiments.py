@@ -1,0 +1,89 @@
+"""Every experiment of experiments.toml runs end to end through train.py on a
+tiny configuration: a small model of the same family, two optimizer steps, and
+a handful of images the test writes in each data set's layout."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fakedata import C10_NAMES, data_image, write_cifar100_npz, write_image_folder
+from vit16.cli import DEFAULT_EXPERIMENTS, main
+from vit16.config import load_tables, resolve
+
+TABLES = load_tables(DEFAULT_EXPERIMENTS)
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """cifar10 (ImageFolder), cifar100.npz and imagenet (ImageFolder, 3 classes, 64px JPEG)."""
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root / "cifar10", C10_NAMES, {"train": 5, "test": 2})
+    write_cifar100_npz(root / "cifar100.npz", per_class=2, test_per_class=1)
+    write_image_folder(root / "imagenet", ["n01", "n02", "n03"], {"train": 8, "val": 2}, ext="jpg", size=(64, 64))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def quiet_env(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("VIT16_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("VIT16_DATA", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_overrides(name: str, runs: Path) -> list[str]:
+    """--set items that shrink experiment ``name`` to seconds on a CPU, keeping
+    its model family, data set, resolution, optimizer, schedule and augmentation."""
+    cfg = resolve(name, TABLES)
+    classes = {"cifar10": 10, "cifar100": 100 if cfg.data.label == "fine" else 20, "imagenet": 3}[cfg.data.name]
+    epochs = 1 + int(np.ceil(cfg.schedule.warmup_epochs))  # the schedule stays valid; max_steps stops early
+    items = [f"epochs={epochs}", "max_steps=2", "batch_size=8", "micro_batch_size=4", "eval_batch_size=8",
+             f"data.val_size={classes}", "data.num_workers=0", "checkpoint_minutes=0"]
+    if cfg.model.name.startswith("vit"):
+        items += ["model.depth=1", "model.embed_dim=16", "model.num_heads=2", "model.mlp_dim=32"]
+        if cfg.model.representation_size:
+            items.append("model.representation_size=16")
+    if cfg.init.startswith("runs/"):
+        items.append(f"init={str(runs / cfg.init.removeprefix('runs/'))!r}")
+    return items
+
+
+def run_smoke(name: str, data_root: Path, runs: Path, done: dict) -> Path:
+    """Run ``name`` (after the experiment its ``init`` comes from); return its results file."""
+    if name in done:
+        return done[name]
+    init = resolve(name, TABLES).init
+    parent = re.fullmatch(r"runs/([^/]+)/\w+\.pt", init)
+    if parent:
+        run_smoke(parent.group(1), data_root, runs, done)
+    results = runs / f"{name}.md"
+    argv = [name, "--data-root", str(data_root), "--out", str(runs / name), "--results", str(results),
+            "--device", "cpu", *sum((["--set", item] for item in tiny_overrides(name, runs)), [])]
+    assert main(argv) == 0, f"train.py {' '.join(argv)} failed"
+    done[name] = results
+    return results
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs"), {}
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_experiment_runs_end_to_end(name, data_root, smoke_runs):
+    runs, done = smoke_runs
+    results = run_smoke(name, data_root, runs, done)
+    rows = [line for line in results.read_text().splitlines() if line.startswith("| 20")]
+    assert len(rows) == 1 and f"| {name} |" in rows[0]
+    out = runs / name
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert (out / "metrics.jsonl").read_text().count("\n") == 1
