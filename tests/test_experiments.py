@@ -4,6 +4,7 @@ a handful of images the test writes in each data set's layout."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_image_folder(root / "cifar10", C10_NAMES, {"train": 5, "test": 2})
     write_cifar100_npz(root / "cifar100.npz", per_class=2, test_per_class=1)
-    write_image_folder(root / "imagenet", ["n01", "n02", "n03"], {"train": 8, "val": 2}, ext="jpg", size=(64, 64))
+    write_image_folder(root / "imagenet", ["n01", "n02", "n03"], {"train": 12, "val": 2}, ext="jpg", size=(64, 64))
     return root
 
 
@@ -86,4 +87,5 @@ def test_experiment_runs_end_to_end(name, data_root, smoke_runs):
     assert len(rows) == 1 and f"| {name} |" in rows[0]
     out = runs / name
     assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
-    assert (out / "metrics.jsonl").read_text().count("\n") == 1
+    last_epoch = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last_epoch["step"] == 2  # max_steps

@@ -4,6 +4,8 @@ one resolved.
     python train.py small_vit_cifar --set optim.lr=3e-4 --data-root ../shared/data
     python train.py --dry-run vitb16_cifar_scratch
     python train.py --list
+    torchrun --nproc_per_node 2 train.py quick --device cpu          # DDP, gloo
+    python train.py --submit quick --sweep optim.lr=1e-3,3e-4        # Slurm job array
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list experiments and registered plugins")
     p.add_argument("--experiments", default=str(DEFAULT_EXPERIMENTS),
                    help="experiment file (default: the repository's experiments.toml)")
+    p.add_argument("--submit", action="store_true",
+                   help="submit the run as a Slurm job (submitit; shape from the [NAME.slurm] "
+                        "table) and return at once")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="with --submit: one job array over these values, one run directory per "
+                        "point (repeatable: the grid of all --sweep keys)")
+    p.add_argument("--local", action="store_true",
+                   help="with --submit: run the job on this machine with submitit's local "
+                        "executor instead of Slurm")
     return p.parse_args(argv)
 
 
@@ -122,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.name:
             raise ConfigError("name an experiment (python train.py --list shows them)")
+        if (args.sweep or args.local) and not args.submit:
+            raise ConfigError(f"{'--sweep' if args.sweep else '--local'} needs --submit "
+                              f"(python train.py --submit {args.name or 'NAME'} ...)")
         cfg = resolve(args.name, tables, args.overrides)
         for registry, name in ((vit16.MODELS, cfg.model.name), (vit16.DATASETS, cfg.data.name),
                                (vit16.SCHEDULES, cfg.schedule.name)):
@@ -129,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(f"# experiment {cfg.name}: {count_params(cfg) / 1e6:.2f}M parameters")
             print(toml_dumps(cfg.to_dict()), end="")
+            return 0
+        if args.submit:  # the job may run where CUDA is, so --device is not checked here
+            from vit16.slurm import describe, plan_runs, submit
+
+            runs, folder = plan_runs(args.name, tables, args.overrides, args.sweep, args.out,
+                                     resume=not args.no_resume)
+            submitted = submit(runs, folder, local=args.local, data_root=args.data_root,
+                               device=args.device, results_file=args.results)
+            print(describe(submitted), flush=True)
             return 0
         if args.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")

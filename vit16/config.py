@@ -1,7 +1,7 @@
 """Experiment configuration: the schema of one table of ``experiments.toml``.
 
-An experiment is a TOML table with top-level keys and four sub-tables
-(``model``, ``data``, ``optim``, ``schedule``). ``base = "other"`` inherits
+An experiment is a TOML table with top-level keys and five sub-tables
+(``model``, ``data``, ``optim``, ``schedule``, and ``slurm`` for ``--submit``). ``base = "other"`` inherits
 another table and overrides it key by key (sub-tables are merged, not
 replaced). Every key is checked against the dataclasses below: an unknown
 key or a wrong type raises :class:`ConfigError` with one line naming the
@@ -51,6 +51,7 @@ class ModelConfig:
     drop_path: float | None = None
     qkv_bias: bool | None = None
     zero_head: bool | None = None
+    pos_embed: str | None = None  # "learned_1d", "none", "learned_2d", "relative" (appendix D.4)
 
     def overrides(self) -> dict[str, Any]:
         """The builder keyword arguments that were set (everything but ``name``)."""
@@ -118,6 +119,33 @@ class ScheduleConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """``[NAME.slurm]``: the Slurm job of ``python train.py --submit NAME``.
+
+    Only read by ``--submit`` (:mod:`vit16.slurm`); never changes the training
+    math. Empty strings and zeros leave the cluster's default. The job runs
+    ``nodes x tasks_per_node`` processes (DDP ranks).
+    """
+
+    partition: str = ""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 0  # 0 = one per GPU (gpus_per_node), or 1 without GPUs
+    cpus_per_task: int = 0  # 0 = cluster default; torch threads per rank follow it
+    mem_gb: float = 0.0  # per node; 0 = cluster default
+    timeout_min: int = 60
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    job_name: str = ""  # "" = vit16-NAME
+    array_parallelism: int = 16  # --sweep: at most this many array tasks at once
+    max_requeues: int = 3  # requeues after hitting the time limit (preemptions do not count)
+    signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
+    additional_parameters: dict = field(default_factory=dict)  # extra sbatch options, e.g. {exclusive = true}
+
+
+@dataclass
 class ExperimentConfig:
     """One resolved experiment (a table of ``experiments.toml`` with its bases)."""
 
@@ -139,6 +167,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML/JSON serialisable, ``None`` values dropped)."""
@@ -150,6 +179,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "optim": OptimConfig,
     "schedule": ScheduleConfig,
+    "slurm": SlurmConfig,
 }
 
 

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit16 import distributed
 from vit16.checkpoint import (
     CheckpointError,
     git_commit,
@@ -101,10 +102,12 @@ RESUME_IGNORED_KEYS = frozenset(
         "data.root",
         "data.download",
         "data.num_workers",
+        "slurm",
     }
 )
 """Config keys that may differ between a checkpoint and the resuming run: they
-do not change the training math (where the data lives, when to stop or save)."""
+do not change the training math (where the data lives, when to stop or save).
+A table name (``"slurm"``) stands for every key under it."""
 
 
 class TrainingDivergedError(RuntimeError):
@@ -122,17 +125,17 @@ class ResumeMismatchError(RuntimeError):
 
 def dist_env() -> tuple[int, int]:
     """``(rank, world_size)`` from the ``RANK`` / ``WORLD_SIZE`` environment
-    variables (torchrun sets them); ``(0, 1)`` when unset."""
+    variables (torchrun sets them; a multi-task ``--submit`` job exports them,
+    :func:`vit16.distributed.export_job_env`); ``(0, 1)`` when unset."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or ``cuda`` (the ``LOCAL_RANK``-th GPU) when available, else ``cpu``."""
+    """``device``, or ``cuda`` when available, else ``cpu``. A CUDA device
+    without an index is this rank's GPU: the ``LOCAL_RANK``-th visible one."""
     if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+        return distributed.rank_device(device)
+    return distributed.rank_device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def batch_geometry(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
@@ -221,7 +224,7 @@ def config_diff(
     missing = object()
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key in ignore:
+        if key in ignore or key.split(".", 1)[0] in ignore:
             continue
         va, vb = a.get(key, missing), b.get(key, missing)
         if va != vb:
@@ -243,18 +246,23 @@ def wrap_model(
 ) -> tuple[nn.Module, nn.Module]:
     """The one place the model gets wrapped: ``(train_model, eval_model)``.
 
-    ``torch.compile`` when ``cfg.compile``; DistributedDataParallel will wrap
-    ``train_model`` here. ``model`` itself stays the raw module whose
-    ``state_dict`` goes into checkpoints.
-
-    Raises:
-        NotImplementedError: ``world_size > 1`` (DDP is not implemented yet).
+    ``world_size > 1``: ``train_model`` is ``DistributedDataParallel(model)``
+    (gradients averaged over ranks in the backward; its construction
+    broadcasts rank 0's weights), and ``eval_model`` is the bare module (each
+    rank evaluates its own shard; :func:`evaluate` sums the counts), so
+    evaluation has no collective per batch and ranks may hold unequal
+    shards. ``torch.compile`` wraps both when ``cfg.compile``. ``model``
+    itself stays the raw module whose ``state_dict`` goes into checkpoints.
+    The process group must exist (:func:`vit16.distributed.setup`).
     """
     if world_size > 1:
-        raise NotImplementedError(
-            f"multi-process training (WORLD_SIZE={world_size}) is not implemented yet; "
-            "run a single process"
-        )
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        ddp = DistributedDataParallel(model, device_ids=ids, output_device=ids and ids[0])
+        if cfg.compile:
+            return torch.compile(ddp), torch.compile(model)
+        return ddp, model
     fwd = torch.compile(model) if cfg.compile else model
     return fwd, fwd
 
@@ -305,9 +313,13 @@ def evaluate(
         )
         counts = batch if counts is None else counts + batch
     model.train(was_training)
+    if counts is None and distributed.is_initialized():  # an empty shard still joins the sum
+        counts = torch.zeros(4, dtype=torch.float64, device=next(model.parameters()).device)
     if counts is None:
         raise ValueError("evaluation loader yielded no batches; check the split sizes")
     correct1, correct5, loss_sum, n = _all_reduce_sum(counts).tolist()
+    if n == 0:
+        raise ValueError("evaluation loader yielded no batches; check the split sizes")
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n,
             "count": int(n)}
 
@@ -443,7 +455,8 @@ def train(
         CheckpointError: ``last.pt`` (or ``cfg.init``) is truncated, corrupt or foreign.
         ResumeMismatchError: ``last.pt`` was written with a different config.
         TrainingDivergedError: the loss became NaN/inf (``last.pt`` keeps the last good state).
-        NotImplementedError: ``WORLD_SIZE > 1``.
+        vit16.distributed.DistributedSetupError: ``WORLD_SIZE > 1`` without
+            ``MASTER_ADDR`` / ``MASTER_PORT`` (not launched by torchrun or ``--submit``).
     """
     t_start = time.monotonic()
     rank, world_size = dist_env()
@@ -456,8 +469,8 @@ def train(
     autocast_dtype, use_scaler = amp_settings(cfg.amp, device)
     if cfg.epochs < 1:
         raise ValueError(f"epochs = {cfg.epochs} must be >= 1")
-    if world_size > 1:
-        wrap_model(nn.Identity(), cfg, device, world_size)  # raises until DDP lands
+    if world_size > 1:  # torchrun / a --submit job: one process per rank, env:// rendezvous
+        device = distributed.setup(device, rank, world_size)  # NCCL on CUDA, gloo on the CPU
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -552,8 +565,11 @@ def train(
         return wall_base + time.monotonic() - t_start
 
     def save_last() -> None:
+        """Write last.pt (rank 0). With several ranks this is a collective: every
+        rank calls it at the same step and rank 0 stores every rank's RNG state."""
         nonlocal last_saved_step, last_ckpt_time
         counters.wall_seconds = wall_now()
+        rng_ranks = distributed.all_gather_objects(rng_state()) if world_size > 1 else None
         if is_main:
             save_checkpoint(last_path, {
                 "model": model.state_dict(),
@@ -562,6 +578,7 @@ def train(
                 **dataclasses.asdict(counters),
                 "steps_per_epoch": steps_per_epoch,
                 "rng": rng_state(),
+                **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
                 "config": cfg.to_dict(),
                 "git_commit": commit,
                 "num_classes": data.num_classes,
@@ -580,8 +597,18 @@ def train(
         f"{cfg.batch_size} = {micro} x {world_size} x {accum} accum | "
         f"{steps_per_epoch} steps/epoch, {stop_step} steps | amp {amp_name} | {where} | {out_dir}"
     )
+    # last thing before the loop: nothing else may draw from the global RNG. With several
+    # ranks each has its own stream (dropout, drop-path); rank 0's is the single-process one.
     if ckpt is not None:
-        set_rng_state(ckpt["rng"])  # last thing before the loop: nothing else may draw from it
+        rng_ranks = ckpt.get("rng_ranks") or []
+        if world_size > 1 and len(rng_ranks) == world_size:
+            set_rng_state(rng_ranks[rank])
+        elif rank == 0:
+            set_rng_state(ckpt["rng"])
+        else:  # the checkpoint was written by another number of ranks
+            seed_everything(distributed.rank_seed(cfg.seed, rank, counters.step))
+    elif rank > 0:
+        seed_everything(distributed.rank_seed(cfg.seed, rank))
     last_ckpt_time = time.monotonic()
     seg_steps, seg_t0 = 0, time.monotonic()  # for the run ETA
     lr = sched(counters.step)
@@ -593,7 +620,10 @@ def train(
     def flush() -> None:
         """Read the pending losses back (one sync), stop on NaN/inf, update the bar."""
         nonlocal t_mark
-        values = torch.stack(pending).tolist()
+        values = torch.stack(pending)
+        if world_size > 1:  # the mean over ranks: the global batch's loss, equal on every rank,
+            values = distributed.all_reduce_mean(values)  # so a NaN stops every rank at once
+        values = values.tolist()
         first_step = counters.step - len(values)
         for j, v in enumerate(values):
             if not math.isfinite(v):
@@ -665,8 +695,13 @@ def train(
                             and time.monotonic() - last_ckpt_time >= 60 * cfg.checkpoint_minutes)
                 sync_due = (len(pending) >= SYNC_EVERY
                             or time.perf_counter() - t_mark >= SYNC_SECONDS)
+                if world_size > 1:  # flush() and save_last() are collectives: decide alike
+                    sync_due = len(pending) >= SYNC_EVERY  # by count, never by a rank's clock
+                    ckpt_due = ckpt_due and sync_due
                 if sync_due or ckpt_due or epoch_done or stop:
                     flush()  # before any checkpoint: a NaN never reaches last.pt
+                    if world_size > 1:
+                        ckpt_due = distributed.rank0_decides(ckpt_due)
                 if ckpt_due:
                     save_last()
                     t_mark = time.perf_counter()  # saving is not training time

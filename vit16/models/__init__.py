@@ -1,12 +1,15 @@
-"""Models: the Vision Transformer, the registered sizes, and converters from
-torchvision's and timm's state dicts."""
+"""Models: the Vision Transformer, the registered sizes, converters from
+torchvision's, timm's and the original JAX code's weights, and ``init``
+resolution (:mod:`vit16.models.pretrained`)."""
 
 from vit16.models.vit import VisionTransformer, resize_pos_embed
 from vit16.models import registered  # noqa: F401  (fills vit16.MODELS)
 from vit16.models.convert import from_timm, from_torchvision, to_timm, to_torchvision
 from vit16.models.load import WeightLoadError, load_weights
+from vit16.models.pretrained import from_jax_npz, load_pretrained, read_init, to_jax_npz
 
 __all__ = [
     "VisionTransformer", "resize_pos_embed", "from_timm", "from_torchvision", "to_timm",
-    "to_torchvision", "load_weights", "WeightLoadError",
+    "to_torchvision", "load_weights", "WeightLoadError", "from_jax_npz", "to_jax_npz",
+    "read_init", "load_pretrained",
 ]

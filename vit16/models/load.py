@@ -27,7 +27,10 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
 
     - ``pos_embed`` on another patch grid is resized by bicubic interpolation;
     - a head of another class count (or a pre-logits layer the model lacks) is
-      not loaded: the model keeps its freshly initialised head.
+      not loaded: the model keeps its freshly initialised head (zero when built
+      with ``zero_head=True``); a :class:`VisionTransformer` built with a
+      pre-logits layer then loses it (``reset_classifier``, as the paper
+      fine-tunes), its new head initialised as the built one was.
 
     Returns:
         human-readable notes of what was adapted (empty when nothing was).
@@ -47,13 +50,25 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
             sd["pos_embed"] = resize_pos_embed(pe, model.patch_embed.grid_size, prefix)
             notes.append(f"position embedding resized from {old_grid}x{old_grid} to "
                          f"{model.patch_embed.grid_size}x{model.patch_embed.grid_size} patches")
+    swap = False
     head_keys = [k for k in sd if k.split(".")[0] in ("head", "pre_logits", "fc")]
     head_mismatch = any(k not in own or sd[k].shape != own[k].shape for k in head_keys)
     if head_mismatch:
         for k in head_keys:
             del sd[k]
+        head = getattr(model, "head", None)
+        head = head if isinstance(head, nn.Module) else getattr(model, "fc", None)
+        zero = isinstance(head, nn.Linear) and not head.weight.any() and not (
+            head.bias is not None and head.bias.any())
+        # the paper's fine-tuning head: pre-logits dropped, a new linear head on the
+        # pooled features, initialised as the model's own head was built (done below,
+        # once the rest is known to fit)
+        swap = isinstance(model, VisionTransformer) and model.pre_logits is not None
+        if swap:
+            own = {k: v for k, v in own.items() if not k.startswith("pre_logits.")}
+            notes.append("pre-logits layer dropped")
         notes.append("classification head not loaded (different classes or no pre-logits); "
-                     "kept the model's new head")
+                     f"kept the model's new {'zero-initialised ' if zero else ''}head")
     missing = [k for k in own if k not in sd and not (head_mismatch and k.split(".")[0] in ("head", "fc"))]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
@@ -67,5 +82,7 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
             + ". Check that the model name and options (depth, embed_dim, patch_size, pool, "
             "class_token, representation_size) match the weights."
         )
+    if head_mismatch and swap:
+        model.reset_classifier(model.num_classes, zero_init=zero)
     model.load_state_dict(sd, strict=False)
     return notes

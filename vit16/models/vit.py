@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+POS_EMBEDS = ("learned_1d", "none", "learned_2d", "relative")
+"""Position-embedding variants of :class:`VisionTransformer` (paper appendix D.4)."""
+
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Stochastic depth (Huang et al., 2016): zero the residual branch of whole
@@ -67,6 +70,24 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def relative_position_index(num_patches: int, num_prefix_tokens: int) -> torch.Tensor:
+    """Index of the relative-position embedding of every (query, key) pair,
+    for the paper's 1-D relative attention (appendix D.4).
+
+    Patch ``i`` and patch ``j`` (positions in the flattened row-major patch
+    sequence) use embedding ``(i - j) + N - 1`` in ``[0, 2N - 2]``; every pair
+    that involves a prefix (class) token uses the one extra embedding ``2N - 1``.
+
+    Returns:
+        int64 (T, T), T = num_prefix_tokens + num_patches; 2N embeddings in all.
+    """
+    n, p = num_patches, num_prefix_tokens
+    pos = torch.arange(n)
+    index = torch.full((p + n, p + n), 2 * n - 1, dtype=torch.long)
+    index[p:, p:] = pos[:, None] - pos[None, :] + n - 1
+    return index
+
+
 class Attention(nn.Module):
     """Multi-head self-attention (MSA, paper appendix A, eq. 5-8).
 
@@ -74,10 +95,20 @@ class Attention(nn.Module):
     ``F.scaled_dot_product_attention``; ``forward(x, return_attention=True)``
     computes the same thing explicitly and also returns the attention weights
     (B, heads, T, T), each row summing to 1 (before attention dropout).
+
+    With ``num_patches > 0`` the block uses the paper's relative attention
+    (appendix D.4, "relative positional embeddings"): a learned embedding
+    ``rel_pos`` (2N, head_dim) per 1-D offset between query and key patch
+    (:func:`relative_position_index`; one shared embedding for pairs with the
+    class token), shared by the heads. The original query of each head attends
+    to these embeddings as keys, and the resulting logits
+    ``q . rel_pos[offset] / sqrt(head_dim)`` are added to the content logits
+    before the softmax.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
-                 attn_dropout: float = 0.0, proj_dropout: float = 0.0):
+                 attn_dropout: float = 0.0, proj_dropout: float = 0.0,
+                 num_patches: int = 0, num_prefix_tokens: int = 1):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
@@ -88,19 +119,35 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_dropout)
+        if num_patches > 0:
+            self.rel_pos = nn.Parameter(torch.zeros(2 * num_patches, self.head_dim))
+            self.register_buffer("rel_index", relative_position_index(num_patches, num_prefix_tokens),
+                                 persistent=False)
+        else:
+            self.rel_pos = None
+
+    def relative_logits(self, q: torch.Tensor) -> torch.Tensor:
+        """Relative-attention logits (appendix D.4): queries (B, heads, T, hd) ->
+        bias (B, heads, T, T) added to the scaled content logits."""
+        B, H, T, _ = q.shape
+        logits = (q * self.scale) @ self.rel_pos.t()  # (B, heads, T, 2N)
+        return logits.gather(-1, self.rel_index.expand(B, H, T, T))
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         B, T, _ = x.shape
         # (3, B, heads, T, head_dim): the rows of qkv are [q heads..., k heads..., v heads...]
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         p = self.attn_dropout if self.training else 0.0
+        bias = None if self.rel_pos is None else self.relative_logits(q)
         if return_attention:
             attn = (q * self.scale) @ k.transpose(-2, -1)
+            if bias is not None:
+                attn = attn + bias
             attn = attn.softmax(dim=-1)
             out = F.dropout(attn, p) @ v
         else:
             attn = None
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, T, -1)))
         return (out, attn) if return_attention else out
 
@@ -120,13 +167,16 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-LayerNorm encoder block, eq. 2-3: (B, T, D) -> (B, T, D)."""
+    """One pre-LayerNorm encoder block, eq. 2-3: (B, T, D) -> (B, T, D).
+    ``num_patches > 0``: relative attention (see :class:`Attention`)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, qkv_bias: bool = True,
-                 dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0):
+                 dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0,
+                 num_patches: int = 0, num_prefix_tokens: int = 1):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_dropout, dropout)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_dropout, dropout,
+                              num_patches, num_prefix_tokens)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim, dropout)
         self.drop_path = drop_path
@@ -170,10 +220,21 @@ class VisionTransformer(nn.Module):
         drop_path: stochastic depth rate, linearly increasing over blocks up to this value.
         qkv_bias: bias in the qkv projection.
         zero_head: initialise the head to zero (the paper's fine-tuning init).
+        pos_embed: the position information (appendix D.4, Table 8):
+
+            - ``"learned_1d"`` (default, the paper's choice): one learned
+              embedding per token, parameter ``pos_embed`` (1, T, D);
+            - ``"none"``: no position information (a bag of patches);
+            - ``"learned_2d"``: learned X and Y embeddings, ``pos_embed_x`` and
+              ``pos_embed_y`` (1, G, D/2) each; the patch at row r, column c gets
+              ``concat(X[c], Y[r])``. The class token gets none (it is itself
+              learned, so an added constant would be redundant). D must be even;
+            - ``"relative"``: no absolute embedding; every block uses the paper's
+              1-D relative attention (``blocks.i.attn.rel_pos``, see :class:`Attention`).
 
     Raises:
-        ValueError: on inconsistent options (unknown pool, cls pooling without a
-            class token, sizes not divisible).
+        ValueError: on inconsistent options (unknown pool or pos_embed, cls
+            pooling without a class token, sizes not divisible).
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3,
@@ -182,13 +243,19 @@ class VisionTransformer(nn.Module):
                  pool: str = "cls", class_token: bool = True, fc_norm: bool | None = None,
                  representation_size: int | None = None, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, qkv_bias: bool = True,
-                 zero_head: bool = False):
+                 zero_head: bool = False, pos_embed: str = "learned_1d"):
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {', '.join(map(repr, POS_EMBEDS))}, "
+                             f"got {pos_embed!r}")
+        if pos_embed == "learned_2d" and embed_dim % 2:
+            raise ValueError(f"pos_embed='learned_2d' needs an even embed_dim, got {embed_dim}")
         if pool not in ("cls", "gap"):
             raise ValueError(f"pool must be 'cls' or 'gap', got {pool!r}")
         if pool == "cls" and not class_token:
             raise ValueError("pool='cls' needs class_token=True; use pool='gap' without one")
         self.pool = pool
+        self.pos_embed_type = pos_embed
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
@@ -198,11 +265,20 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
+        if pos_embed == "learned_1d":
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
+        else:
+            self.pos_embed = None
+        if pos_embed == "learned_2d":
+            grid = self.patch_embed.grid_size
+            self.pos_embed_x = nn.Parameter(torch.zeros(1, grid, embed_dim // 2))
+            self.pos_embed_y = nn.Parameter(torch.zeros(1, grid, embed_dim // 2))
         self.pos_drop = nn.Dropout(dropout)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        rel_patches = self.patch_embed.num_patches if pos_embed == "relative" else 0
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_dim, qkv_bias, dropout, attn_dropout, rate)
+            Block(embed_dim, num_heads, mlp_dim, qkv_bias, dropout, attn_dropout, rate,
+                  rel_patches, self.num_prefix_tokens)
             for rate in rates
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -216,7 +292,9 @@ class VisionTransformer(nn.Module):
         position embedding and class token, LeCun normal for the patch
         embedding, Xavier-uniform for every linear layer with zero biases
         (MLP biases normal, std 1e-6), optionally a zero head."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for name, param in self.named_parameters():
+            if name in ("pos_embed", "pos_embed_x", "pos_embed_y") or name.endswith(".rel_pos"):
+                nn.init.trunc_normal_(param, std=0.02)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         w = self.patch_embed.proj.weight
@@ -243,7 +321,7 @@ class VisionTransformer(nn.Module):
         self.pre_logits = None
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        device = self.pos_embed.device
+        device = self.patch_embed.proj.weight.device
         self.head.to(device)
         if isinstance(self.head, nn.Linear):
             if zero_init:
@@ -252,13 +330,31 @@ class VisionTransformer(nn.Module):
                 nn.init.xavier_uniform_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
+    def patch_pos_embed(self) -> torch.Tensor | None:
+        """The absolute position embedding of the patches, (N, D) in row-major
+        patch order (row r, column c at r * G + c); ``None`` for
+        ``pos_embed="none"`` and ``"relative"``. For ``"learned_2d"`` row
+        r * G + c is ``concat(pos_embed_x[c], pos_embed_y[r])``."""
+        if self.pos_embed_type == "learned_1d":
+            return self.pos_embed[0, self.num_prefix_tokens:]
+        if self.pos_embed_type == "learned_2d":
+            g = self.patch_embed.grid_size
+            x = self.pos_embed_x[0][None, :, :].expand(g, g, -1)  # [r, c] -> X[c]
+            y = self.pos_embed_y[0][:, None, :].expand(g, g, -1)  # [r, c] -> Y[r]
+            return torch.cat([x, y], dim=-1).reshape(g * g, -1)
+        return None
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 1: (B, C, H, W) images -> (B, T, D) tokens with position embedding,
         T = 1 + N with a class token, else N."""
         x = self.patch_embed(x)
+        if self.pos_embed_type == "learned_2d":
+            x = x + self.patch_pos_embed()
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.pos_drop(x + self.pos_embed)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        return self.pos_drop(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> encoder output tokens (B, T, D), T = 1 + N with a
