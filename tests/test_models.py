@@ -246,3 +246,21 @@ def test_zero_head_and_reset_classifier():
     model.reset_classifier(5)
     assert model.pre_logits is None and model.head.out_features == 5
     assert model.head.in_features == 192 and model.get_classifier() is model.head
+
+
+def test_position_embedding_variants_are_not_weight_decayed():
+    from vit16.config import OptimConfig
+    from vit16.optim import param_groups
+
+    for variant, names in [("learned_2d", {"pos_embed_x", "pos_embed_y"}), ("relative", {"rel_pos"})]:
+        model = MODELS.build("vit_tiny", depth=2, pos_embed=variant)
+        decayed = {n.rsplit(".", 1)[-1] for g in param_groups(model, OptimConfig()) if g["weight_decay"] > 0
+                   for n in g["param_names"]}
+        assert not names & decayed
+
+
+def test_default_weights_into_other_pos_embed_variant_is_a_load_error():
+    src = MODELS.build("vit_tiny", depth=1)
+    dst = MODELS.build("vit_tiny", depth=1, pos_embed="learned_2d")
+    with pytest.raises(WeightLoadError, match="unexpected keys: pos_embed"):
+        load_weights(dst, src.state_dict())

@@ -17,7 +17,7 @@ from vit16.config import OptimConfig
 
 __all__ = ["NO_DECAY_NAMES", "OPTIMIZERS", "build_optimizer", "find_head", "param_groups", "set_lr"]
 
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token")
+NO_DECAY_NAMES = ("pos_embed", "pos_embed_x", "pos_embed_y", "rel_pos", "cls_token", "dist_token")
 """Parameter names (last dotted component) never weight-decayed, besides 1-D params."""
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -49,7 +49,7 @@ def _layer_id(name: str, depth: int, head_ids: set[int], p: torch.Tensor) -> int
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
     first = name.split(".")[0]
-    if first in ("patch_embed", "pos_embed", "cls_token", "dist_token", "pos_drop"):
+    if first in ("patch_embed", "pos_embed", "pos_embed_x", "pos_embed_y", "cls_token", "dist_token", "pos_drop"):
         return 0
     return depth + 1
 

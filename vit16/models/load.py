@@ -42,7 +42,7 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     sd = dict(state_dict)
     own = model.state_dict()
     notes = []
-    if isinstance(model, VisionTransformer) and "pos_embed" in sd:
+    if isinstance(model, VisionTransformer) and "pos_embed" in sd and "pos_embed" in own:
         pe = sd["pos_embed"]
         if pe.shape != own["pos_embed"].shape:
             prefix = model.num_prefix_tokens

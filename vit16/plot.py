@@ -1,0 +1,66 @@
+"""``python -m vit16.plot``: training curves (validation top-1 and training
+loss against the epoch) of several runs in one figure, from their
+``metrics.jsonl``, with the numbers in a CSV beside the PNG.
+
+    python -m vit16.plot runs/quick runs/proxy_scratch --out results/curves.png
+    python -m vit16.plot runs/a runs/b --labels "cls token,GAP" --out cls_vs_gap.png
+
+Needs matplotlib (``pip install -e ".[plots]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vit16.analysis.curves import read_metrics
+from vit16.analysis.figures import (
+    PlotsUnavailableError,
+    plot_curves,
+    require_matplotlib,
+)
+from vit16.analysis.output import write_csv
+
+USER_ERRORS = (ValueError, FileNotFoundError, PlotsUnavailableError)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m vit16.plot",
+                                description="Training curves of runs (metrics.jsonl) in one figure.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or metrics.jsonl files)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="figure to write; FILE.csv beside it")
+    p.add_argument("--labels", help="comma-separated legend labels, one per run (default: directory names)")
+    p.add_argument("--title", default="", help="figure title")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Returns the exit code; bad input prints one ``error:`` line and returns 2."""
+    args = parse_args(argv)
+    try:
+        require_matplotlib()
+        labels = [s.strip() for s in args.labels.split(",")] if args.labels else [
+            (Path(r).parent if Path(r).name == "metrics.jsonl" else Path(r)).name for r in args.runs]
+        if len(labels) != len(args.runs):
+            raise ValueError(f"--labels has {len(labels)} labels for {len(args.runs)} runs")
+        runs = [(label, read_metrics(r)) for label, r in zip(labels, args.runs)]
+        out = Path(args.out)
+        if out.suffix.lower() != ".png":
+            raise ValueError(f"--out {out}: expected a .png file")
+        plot_curves(runs, out, args.title)
+        keys = ("epoch", "step", "train_loss", "val_top1", "val_top5", "val_loss")
+        write_csv(out.with_suffix(".csv"), ("run",) + keys,
+                  ([label] + [row.get(k) for k in keys] for label, rows in runs for row in rows))
+    except USER_ERRORS as err:
+        if os.environ.get("VIT16_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} and {out.with_suffix('.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
