@@ -60,3 +60,8 @@ def write_cifar100_npz(path: Path, per_class: int = 2, test_per_class: int = 1) 
     np.savez(path, x_train=x_tr, y_train=y_tr, y_train_coarse=yc_tr, x_test=x_te, y_test=y_te,
              y_test_coarse=yc_te, fine_names=np.array([f"fine{i:02d}" for i in range(100)]),
              coarse_names=np.array([f"coarse{i:02d}" for i in range(20)]))
+
+
+def set_args(items: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]`` for train.py's argv."""
+    return [arg for item in items for arg in ("--set", item)]

@@ -25,19 +25,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding 
 # ---------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def data_env(tmp_path, monkeypatch):
-    """Every test: a private decode cache, no VIT16_DATA from the outside, and
-    one intra-op thread (these tensors are tiny; on a busy 2-core machine
-    OpenMP barriers made them 10-100x slower)."""
-    monkeypatch.setenv("VIT16_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("VIT16_DATA", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def data_cfg(name: str = "cifar10", batch_size: int = 8, seed: int = 0, **data) -> ExperimentConfig:
     cfg = ExperimentConfig(name="exp", seed=seed, batch_size=batch_size)
     cfg.data.name = name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakedata import write_cifar10_pickles
+from fakedata import set_args
 
 from vit16 import distributed
 from vit16.checkpoint import load_checkpoint
@@ -39,37 +40,22 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    """One intra-op thread here and in child processes; a private decode cache."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("VIT16_CACHE", str(tmp_path / "cache"))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def data_root(tmp_path) -> Path:
-    root = tmp_path / "data"
-    write_cifar10_pickles(root, per_batch=20, test=20)
-    return root
-
-
-def _sets(items: list[str]) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
-
-
 def torchrun(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node 2 ARGS`` on the CPU (a free port, one
     thread per rank)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + str(ROOT / "tests"))
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    # its own process group, so that a timeout kills the ranks too, not only torchrun
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun timed out after {timeout} s:\n{out[-3000:]}{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def metrics(run: Path) -> list[dict]:
@@ -77,12 +63,12 @@ def metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, data_root):
+def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, cifar10_root):
     """Global batch 8: 1 process (micro 8) against 2 gloo ranks x micro 2 x 2
     accumulation steps (DDP's gradient averaging and no_sync both in play):
     the same per-epoch losses, accuracies and final weights within float
     tolerance, and rank 0 alone writes (one results row, one metrics line per epoch)."""
-    common = ["quick", "--device", "cpu", "--data-root", str(data_root), *_sets(TINY)]
+    common = ["quick", "--device", "cpu", "--data-root", str(cifar10_root), *set_args(TINY)]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*common, "--out", str(one), "--results", str(tmp_path / "one.md")]) == 0
 
@@ -152,10 +138,10 @@ def test_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
         assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_world_size_without_rendezvous_is_one_error_line(tmp_path, data_root, monkeypatch, capsys):
+def test_world_size_without_rendezvous_is_one_error_line(tmp_path, cifar10_root, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    code = main(["quick", "--device", "cpu", "--data-root", str(data_root), *_sets(TINY),
+    code = main(["quick", "--device", "cpu", "--data-root", str(cifar10_root), *set_args(TINY),
                  "--out", str(tmp_path / "r"), "--results", str(tmp_path / "r.md")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1

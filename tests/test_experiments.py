@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from fakedata import C10_NAMES, data_image, write_cifar100_npz, write_image_folder
+from fakedata import C10_NAMES, write_cifar100_npz, write_image_folder
 from vit16.cli import DEFAULT_EXPERIMENTS, main
 from vit16.config import load_tables, resolve
 
@@ -29,16 +27,6 @@ def data_root(tmp_path_factory):
     write_cifar100_npz(root / "cifar100.npz", per_class=2, test_per_class=1)
     write_image_folder(root / "imagenet", ["n01", "n02", "n03"], {"train": 12, "val": 2}, ext="jpg", size=(64, 64))
     return root
-
-
-@pytest.fixture(autouse=True)
-def quiet_env(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("VIT16_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.delenv("VIT16_DATA", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_overrides(name: str, runs: Path) -> list[str]:

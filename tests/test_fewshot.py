@@ -28,16 +28,6 @@ from vit16.fewshot import main
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("VIT16_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.delenv("VIT16_DATA", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def direct(x, y, lam):
     x, y = x.double(), y.double()
     return torch.linalg.solve(x.T @ x + lam * torch.eye(x.shape[1], dtype=torch.float64), x.T @ y)

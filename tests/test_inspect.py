@@ -37,14 +37,6 @@ except ImportError:
     HAS_MPL = False
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def brute_mean_distance(g: int, p: float) -> float:
     """Mean over all ordered pairs of patches of a g x g grid of the centre distance, pixels."""
     cells = [(r, c) for r in range(g) for c in range(g)]
@@ -309,12 +301,6 @@ def fake_cifar(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_image_folder(root / "cifar10", C10_NAMES, {"train": 3, "test": 2})
     return root
-
-
-@pytest.fixture(autouse=True)
-def cache_env(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("VIT16_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.delenv("VIT16_DATA", raising=False)
 
 
 def write_checkpoint(path, uniform: bool = True, **model):

@@ -27,14 +27,6 @@ TV_SMALL = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_d
                 num_classes=5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def randomize(model: nn.Module, seed: int = 1) -> nn.Module:
     """Random values everywhere (default inits zero biases and heads, which
     would hide a wrong mapping)."""

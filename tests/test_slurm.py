@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakedata import write_cifar10_pickles
+from fakedata import set_args
 
 from vit16.checkpoint import load_checkpoint
 from vit16.cli import DEFAULT_EXPERIMENTS, main
@@ -32,30 +32,6 @@ from vit16.slurm import SubmitError, executor_parameters, parse_sweep, plan_runs
 TINY = ["model.depth=1", "model.embed_dim=16", "model.num_heads=2", "model.mlp_dim=32",
         "batch_size=8", "epochs=1", "data.val_size=20", "data.num_workers=0",
         "slurm.cpus_per_task=1", "slurm.timeout_min=10"]
-
-
-@pytest.fixture(autouse=True)
-def env(tmp_path, monkeypatch):
-    """One thread; a private decode cache (jobs inherit the environment)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("VIT16_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def data_root(tmp_path) -> Path:
-    root = tmp_path / "data"
-    write_cifar10_pickles(root, per_batch=20, test=20)
-    return root
-
-
-def sets(items: list[str]) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def tables() -> dict:
@@ -175,10 +151,10 @@ def submitted_id(out: str) -> str:
 
 
 @pytest.mark.slow
-def test_submit_local_executor_runs_and_appends_its_row(tmp_path, data_root, capsys):
+def test_submit_local_executor_runs_and_appends_its_row(tmp_path, cifar10_root, capsys):
     results, out = tmp_path / "results.md", tmp_path / "run"
-    argv = ["--submit", "--local", "quick", *sets(TINY + ["max_steps=2"]), "--data-root",
-            str(data_root), "--out", str(out), "--results", str(results), "--device", "cpu"]
+    argv = ["--submit", "--local", "quick", *set_args(TINY + ["max_steps=2"]), "--data-root",
+            str(cifar10_root), "--out", str(out), "--results", str(results), "--device", "cpu"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     submitted_id(printed)
@@ -241,10 +217,10 @@ def submit(capsys, slurm, *argv: str) -> tuple[str, float]:
 
 
 @pytest.mark.slow
-def test_submit_quick_on_slurm_appends_one_row(tmp_path, data_root, capsys, slurm):
+def test_submit_quick_on_slurm_appends_one_row(tmp_path, cifar10_root, capsys, slurm):
     results, out = tmp_path / "results.md", tmp_path / "run"
-    job_id, elapsed = submit(capsys, slurm, "quick", *sets(TINY + ["max_steps=2"]), "--data-root",
-                             str(data_root), "--out", str(out), "--results", str(results))
+    job_id, elapsed = submit(capsys, slurm, "quick", *set_args(TINY + ["max_steps=2"]), "--data-root",
+                             str(cifar10_root), "--out", str(out), "--results", str(results))
     assert elapsed < 30  # returns at once: nothing waits for the job
     wait_for(lambda: results.exists() and not job_state(job_id), 180, f"Slurm job {job_id}",
              out / "submitit")
@@ -255,13 +231,13 @@ def test_submit_quick_on_slurm_appends_one_row(tmp_path, data_root, capsys, slur
 
 
 @pytest.mark.slow
-def test_two_task_job_trains_ddp_over_slurm_tasks(tmp_path, data_root, capsys, slurm):
+def test_two_task_job_trains_ddp_over_slurm_tasks(tmp_path, cifar10_root, capsys, slurm):
     """tasks_per_node = 2: srun starts 2 ranks, each exports the env:// variables
     from the Slurm job (submitit's TorchDistributedEnvironment) and they train
     with gloo; rank 0 alone writes the row."""
     results, out = tmp_path / "results.md", tmp_path / "run"
-    job_id, _ = submit(capsys, slurm, "quick", *sets(TINY + ["max_steps=3", "slurm.tasks_per_node=2"]),
-                       "--device", "cpu", "--data-root", str(data_root), "--out", str(out),
+    job_id, _ = submit(capsys, slurm, "quick", *set_args(TINY + ["max_steps=3", "slurm.tasks_per_node=2"]),
+                       "--device", "cpu", "--data-root", str(cifar10_root), "--out", str(out),
                        "--results", str(results))
     wait_for(lambda: results.exists() and not job_state(job_id), 180, f"Slurm job {job_id}",
              out / "submitit")
@@ -273,10 +249,10 @@ def test_two_task_job_trains_ddp_over_slurm_tasks(tmp_path, data_root, capsys, s
 
 
 @pytest.mark.slow
-def test_sweep_is_one_array_with_a_row_per_point(tmp_path, data_root, capsys, slurm):
+def test_sweep_is_one_array_with_a_row_per_point(tmp_path, cifar10_root, capsys, slurm):
     results, out = tmp_path / "results.md", tmp_path / "sweep"
-    job_id, _ = submit(capsys, slurm, "quick", *sets(TINY + ["max_steps=2"]), "--sweep",
-                       "optim.lr=1e-3,3e-4", "--data-root", str(data_root), "--out", str(out),
+    job_id, _ = submit(capsys, slurm, "quick", *set_args(TINY + ["max_steps=2"]), "--sweep",
+                       "optim.lr=1e-3,3e-4", "--data-root", str(cifar10_root), "--out", str(out),
                        "--results", str(results))
     wait_for(lambda: results.exists() and len(read_rows(results)) == 2 and not job_state(job_id),
              240, f"Slurm job array {job_id}", out / "submitit")
@@ -289,7 +265,7 @@ def test_sweep_is_one_array_with_a_row_per_point(tmp_path, data_root, capsys, sl
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["scontrol-requeue", "usr2-preemption"])
-def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path, data_root, capsys, slurm,
+def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path, cifar10_root, capsys, slurm,
                                                                how):
     """Once a mid-epoch last.pt exists, the job is requeued, either by hand
     (``scontrol requeue``) or by itself: ``USR2``, the signal submitit gets
@@ -299,7 +275,7 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path, data_ro
     # 30 min limit: a USR2 now reads as a preemption (submitit: a time-out is a USR2 after 80 %)
     items = TINY + ["slurm.timeout_min=30", "batch_size=4", "epochs=30", "checkpoint_minutes=0.0005"]
     out, results = tmp_path / "job", tmp_path / "results.md"
-    job_id, _ = submit(capsys, slurm, "quick", *sets(items), "--data-root", str(data_root),
+    job_id, _ = submit(capsys, slurm, "quick", *set_args(items), "--data-root", str(cifar10_root),
                        "--out", str(out), "--results", str(results))
 
     def mid_epoch_checkpoint() -> bool:
@@ -329,7 +305,7 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path, data_ro
     assert len(read_rows(results)) == 1
 
     ref = tmp_path / "ref"
-    assert main(["quick", "--device", "cpu", *sets(items[:-1]), "--data-root", str(data_root),
+    assert main(["quick", "--device", "cpu", *set_args(items[:-1]), "--data-root", str(cifar10_root),
                  "--out", str(ref), "--results", str(tmp_path / "ref.md")]) == 0
     a, b = load_checkpoint(out / "last.pt"), load_checkpoint(ref / "last.pt")
     assert a["step"] == b["step"] == 600

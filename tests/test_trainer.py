@@ -42,17 +42,6 @@ from vit16.trainer import (
 NUM_CLASSES = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and are then immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-# ----------------------------------------------------------------------------- fakes
-
-
 class Block(nn.Module):
     def __init__(self, dim: int, dropout: float):
         super().__init__()

@@ -18,14 +18,6 @@ from vit16.trainer import train
 TABLES = load_tables(DEFAULT_EXPERIMENTS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def dry_run(name: str, capsys) -> dict:
     assert main(["--dry-run", name]) == 0
     return tomllib.loads(capsys.readouterr().out)
