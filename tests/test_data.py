@@ -489,3 +489,25 @@ def test_shared_cifar10_full_build(monkeypatch):
     b = D.build_data(ExperimentConfig(name="shared", batch_size=256), "cpu", data_root=str(SHARED))
     assert b.train.num_samples == 45_000 and b.val.num_samples == 5_000 and b.test.num_samples == 10_000
     assert b.num_classes == 10 and "JPEG" in b.description
+
+
+def test_download_only_when_no_copy_and_failure_is_one_line(tmp_path, monkeypatch):
+    import torchvision
+
+    calls = []
+
+    def offline(root, train=True, download=False):
+        calls.append(root)
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    present = tmp_path / "present"
+    write_image_folder(present / "cifar10", C10_NAMES, {"train": 3, "test": 1})
+    cfg = data_cfg(val_size=10, download=True)
+    D.build_data(cfg, torch.device("cpu"), data_root=str(present))
+    assert calls == []  # a copy was found: nothing is downloaded
+    with pytest.raises(D.DataNotFoundError) as err:
+        D.build_data(cfg, torch.device("cpu"), data_root=str(tmp_path / "empty"))
+    msg = str(err.value)
+    assert calls == [str(tmp_path / "empty")] and "\n" not in msg
+    assert "downloading it to" in msg and "Network is unreachable" in msg and "--data-root" in msg

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vit16.data import cache, decode
-from vit16.data.roots import not_found
+from vit16.data.roots import DataNotFoundError, not_found
 from vit16.registry import DATASETS
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -126,6 +126,26 @@ def _check_classes(name: str, where: Path, names: list[str], expected: int) -> N
         raise ValueError(f"{where}: {name} needs {expected} classes, found {len(names)}")
 
 
+def download_official(name: str, root: Path) -> None:
+    """Download the official python batches of ``name`` ("cifar10" or
+    "cifar100") into ``root`` with torchvision (``data.download = true``).
+
+    Raises:
+        DataNotFoundError: the download failed (no network, disk full, ...),
+            in one line naming the cause and where else data can come from.
+    """
+    import torchvision
+
+    dataset = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+    try:
+        dataset(str(root), train=True, download=True)
+    except Exception as err:  # urllib, socket and disk errors alike
+        raise DataNotFoundError(
+            f"data set {name!r}: downloading it to {root} failed ({type(err).__name__}: {err}); "
+            "pass --data-root DIR / VIT16_DATA pointing at a copy such as ../shared/data"
+        ) from None
+
+
 _C10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 
 
@@ -144,9 +164,7 @@ def cifar10(cfg, root: Path, experiment: str = "") -> Source:
     if not (pickles / "test_batch").is_file() and not _has_image_folder(folder, ("train", "test")):
         if not cfg.download:
             raise not_found("cifar10", [pickles, folder / "train", folder / "test"], experiment)
-        import torchvision
-
-        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+        download_official("cifar10", root)
     if (pickles / "test_batch").is_file():
         a = _pickle_arrays("cifar10", pickles, _C10_TRAIN, ["test_batch"], "batches.meta",
                            ("labels",), ("label_names",))
@@ -179,9 +197,7 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
     if not found:
         if not cfg.download:
             raise not_found("cifar100", [pickles, npz, folder / "train", folder / "test"], experiment)
-        import torchvision
-
-        torchvision.datasets.CIFAR100(str(root), train=True, download=True)
+        download_official("cifar100", root)
     coarse = cfg.label == "coarse"
     if (pickles / "test").is_file():
         a = _pickle_arrays("cifar100", pickles, ["train"], ["test"], "meta",
