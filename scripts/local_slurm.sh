@@ -20,6 +20,7 @@ set -euo pipefail
 STATE=${VIT16_SLURM_STATE:-/run/vit16-local-slurm}
 CONF=/etc/slurm
 PARTITION=debug
+FAKE_GPUS=8
 DB_PASS=vit16-local-slurm
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
 
@@ -143,9 +144,16 @@ KillWait=5
 MinJobAge=300
 InactiveLimit=0
 Waittime=0
-NodeName=$host $cpus_line RealMemory=$mem_mb State=UNKNOWN
+GresTypes=gpu
+NodeName=$host $cpus_line RealMemory=$mem_mb Gres=gpu:$FAKE_GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONFEOF
+    # count-only GPUs (no devices behind them): jobs that ask for GPUs, like the
+    # multi-node tables, are accepted and scheduled by shape; none runs CUDA here
+    # slurmd wants character devices: each fake GPU is a node with /dev/null's numbers
+    mkdir -p "$STATE/gpus"; rm -f "$STATE"/gpus/gpu*
+    for ((i = 0; i < FAKE_GPUS; i++)); do mknod "$STATE/gpus/gpu$i" c 1 3; done
+    echo "NodeName=$host Name=gpu File=$STATE/gpus/gpu[0-$((FAKE_GPUS - 1))]" >"$CONF/gres.conf"
     cat >"$CONF/slurmdbd.conf" <<CONFEOF
 AuthType=auth/munge
 DbdHost=localhost
@@ -177,6 +185,8 @@ start() {
     slurmctld; record slurmctld /run/slurm/slurmctld.pid
     wait_for 30 slurmctld sinfo
     slurmd; record slurmd /run/slurm/slurmd.pid
+    sleep 1  # a drain saved by an earlier, broken configuration would keep the node out
+    scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
     wait_for 30 "node $(hostname -s)" sh -c "sinfo -h -N -o %T | grep -Eq '^(idle|mixed|allocated)'"
     log "up in $((SECONDS - t0))s (install ${t_install}s): partition $PARTITION, $(sinfo -h -o '%D node(s), %c CPUs, %m MB')"
 }

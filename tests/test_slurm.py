@@ -216,6 +216,16 @@ def submit(capsys, slurm, *argv: str) -> tuple[str, float]:
     return job_id, elapsed
 
 
+def test_multi_node_pretrain_table_reaches_slurm(tmp_path, capsys, slurm):
+    """`--submit vitb16_pretrain` as it is: Slurm accepts the 4 nodes x 8 GPUs job
+    (the local cluster has 8 count-only GPUs on its one node, so it pends)."""
+    job_id, _ = submit(capsys, slurm, "vitb16_pretrain", "--out", str(tmp_path / "run"),
+                       "--results", str(tmp_path / "results.md"))
+    job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "NumNodes=4" in job and "NumTasks=32" in job and re.search(r"gres[:/]gpu[:=]8", job), job
+    assert job_state(job_id) == "PENDING"
+
+
 @pytest.mark.slow
 def test_submit_quick_on_slurm_appends_one_row(tmp_path, cifar10_root, capsys, slurm):
     results, out = tmp_path / "results.md", tmp_path / "run"
@@ -301,7 +311,10 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path, cifar10
     assert log.count("new run") == 1 and re.search(r"resumed at epoch \d+ step [1-9]", log), log[-3000:]
     if how == "usr2-preemption":
         assert "this job is preempted" in log and "Calling checkpoint method" in log, log[-3000:]
-        assert "Requeued job" in log
+    # the job ran twice: Slurm's accounting keeps the first, requeued, run (-D: duplicates)
+    states = subprocess.run(["sacct", "-n", "-D", "-X", "-j", job_id, "-o", "State"],
+                            capture_output=True, text=True).stdout.split()
+    assert "REQUEUED" in states, states
     assert len(read_rows(results)) == 1
 
     ref = tmp_path / "ref"
