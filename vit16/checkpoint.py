@@ -190,12 +190,13 @@ def _to_tuple(x: Any) -> Any:
 
 def git_commit() -> str:
     """Short hash of the git HEAD of the checkout holding the vit16 package,
-    with ``+dirty`` when files of the package (``vit16/``) differ from HEAD
-    (modified, staged or untracked, ``.gitignore`` respected); ``"unknown"``
-    outside a git checkout (e.g. an installed wheel) or when git is missing.
-    Only the package is checked, so an appended results table or run
-    directories elsewhere in the checkout do not make every later run dirty."""
-    where = Path(__file__).resolve().parent
+    with ``+dirty`` when what decides a run's math (``vit16/``,
+    ``experiments.toml``, ``train.py``) differs from HEAD (modified, staged or
+    untracked, ``.gitignore`` respected); ``"unknown"`` outside a git checkout
+    (e.g. an installed wheel) or when git is missing. Only those are checked,
+    so an appended results table or run directories do not make every later
+    run dirty."""
+    where = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -207,7 +208,7 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     try:
-        dirty = bool(git("status", "--porcelain", "--", "."))
+        dirty = bool(git("status", "--porcelain", "--", "vit16", "experiments.toml", "train.py"))
     except (OSError, subprocess.SubprocessError):
         dirty = False
     return commit + ("+dirty" if dirty else "")

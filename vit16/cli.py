@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("name", nargs="?", help="experiment (a table of experiments.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, value parsed as TOML (e.g. --set optim.lr=3e-4); repeatable")
-    p.add_argument("--data-root", help="folder holding the data sets (default: $VIT16_DATA, else ./data)")
+    p.add_argument("--data-root", help="folder holding the data sets (default: the table's data.root, "
+                   "else $VIT16_DATA, else ./data)")
     p.add_argument("--out", help="run directory (default: runs/NAME)")
     p.add_argument("--results", default="results/RESULTS.md",
                    help="markdown table that gets one row per finished run (default: %(default)s)")
