@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         achieved = r["step_flops"] / batch * r["images_per_s"]
         mfu = f"{100 * achieved / peak:.1f}" if peak else "n/a"
         print(f"| {name} | {r['img_size']} | {r['params'] / 1e6:.2f} | {batch} | "
-              f"{r['images_per_s']:.0f} | {r['step_flops'] / batch / 1e9:.2f} | {mfu} |", flush=True)
+              f"{r['images_per_s']:,.{1 if r['images_per_s'] < 100 else 0}f} | "
+              f"{r['step_flops'] / batch / 1e9:.2f} | {mfu} |", flush=True)
     if args.data:
         from vit16.cli import DEFAULT_EXPERIMENTS
         from vit16.config import load_tables, resolve
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             rate = data_throughput(cfg, device)
             print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
                   f"augment: crop {cfg.data.crop_padding}, {cfg.data.auto_augment or 'no policy'}, "
-                  f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:.0f} |", flush=True)
+                  f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":
