@@ -1,8 +1,10 @@
 """Every test runs isolated from the machine it runs on: one intra-op thread
 (the tensors are tiny; on a busy 2-core machine OpenMP barriers made them
-10-300x slower), a private decode cache, and no data root or distributed
-settings from the outside environment."""
+10-300x slower), a private decode cache, no data root or distributed
+settings from the outside environment, and no network: a download attempt
+fails at once instead of reaching out (tests must never download)."""
 
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,11 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("VIT16_CACHE", str(tmp_path / "cache"))
     for key in ("VIT16_DATA", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
+
+    def no_network(url, *args, **kwargs):
+        raise OSError(f"tests must not download ({getattr(url, 'full_url', url)})")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     yield
     torch.set_num_threads(threads)
 

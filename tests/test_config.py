@@ -106,8 +106,8 @@ def test_list_shows_experiments_and_registries(capsys):
 def test_missing_data_is_one_line_naming_paths_and_fix(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("VIT16_DATA", raising=False)
     missing = tmp_path / "nowhere"
-    assert main(["quick", "--data-root", str(missing), "--out", str(tmp_path / "run"),
-                 "--results", str(tmp_path / "R.md")]) == 2
+    assert main(["quick", "--data-root", str(missing), "--set", "data.download=false",
+                 "--out", str(tmp_path / "run"), "--results", str(tmp_path / "R.md")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"error: data set 'cifar10' not found; tried {missing}/cifar-10-batches-py, {missing}/cifar10/train" in err
@@ -119,3 +119,13 @@ def test_bad_option_value_is_one_line(tmp_path, capsys):
     assert main(["quick", "--set", "amp=fp8", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: amp = 'fp8' is not one of auto, bf16, fp16, off") and err.count("\n") == 1
+
+
+def test_failed_download_is_one_line(tmp_path, capsys):
+    """quick downloads CIFAR-10 when no copy is found; offline (the test suite
+    blocks the network) that is one error line naming the cause and the fix."""
+    empty = tmp_path / "empty"
+    assert main(["quick", "--data-root", str(empty), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: data set 'cifar10': downloading it to {empty} failed" in err
+    assert "tests must not download" in err and "--data-root" in err
