@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from vit16.analysis.loading import add_model_arguments
 from vit16.checkpoint import CheckpointError
 from vit16.registry import UnknownNameError
 
@@ -45,11 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vit16.fewshot",
                                 description="Linear few-shot top-1 of frozen ViT features "
                                             "(regularised least squares, paper section 4.1).")
-    p.add_argument("model_spec", metavar="CKPT_OR_NAME",
-                   help="run directory, checkpoint, or torchvision:/timm:/.npz weights (with --model)")
-    p.add_argument("--model", help="registered model for weights without a stored config (e.g. vit_b16)")
-    p.add_argument("--dataset", help="few-shot data set (default: the checkpoint's, else cifar10)")
-    p.add_argument("--data-root", help="folder holding the data sets (default: $VIT16_DATA, else ./data)")
+    add_model_arguments(p, dataset_help="few-shot data set")
     p.add_argument("--shots", type=_int_list, default=[1, 5, 10, 25], help="images per class (default 1,5,10,25)")
     p.add_argument("--seeds", type=int, default=3, help="random draws per shot count (default 3)")
     p.add_argument("--holdout", type=int, default=20,

@@ -30,6 +30,7 @@ import sys
 import torch
 
 from vit16.analysis.figures import PlotsUnavailableError
+from vit16.analysis.loading import add_model_arguments
 from vit16.checkpoint import CheckpointError
 from vit16.registry import UnknownNameError
 
@@ -40,12 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vit16.inspect",
                                 description="Attention distance, position-embedding similarity, "
                                             "patch-embedding PCs and attention rollout of a ViT.")
-    p.add_argument("model_spec", metavar="CKPT_OR_NAME",
-                   help="run directory, checkpoint, or torchvision:/timm:/.npz weights (with --model)")
+    add_model_arguments(p, dataset_help="data set for the images")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and numbers")
-    p.add_argument("--model", help="registered model for weights without a stored config (e.g. vit_b16)")
-    p.add_argument("--dataset", help="data set for the images (default: the checkpoint's, else cifar10)")
-    p.add_argument("--data-root", help="folder holding the data sets (default: $VIT16_DATA, else ./data)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="images from (default: test)")
     p.add_argument("--images", type=int, default=256,
                    help="class-balanced images for the attention distance (0 = all; default %(default)s)")

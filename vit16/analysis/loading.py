@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+import argparse
 from pathlib import Path
 
 import torch
@@ -35,6 +36,16 @@ class LoadedModel:
     source: str  # what was loaded, for summaries
     notes: list[str] = field(default_factory=list)  # adaptations load_pretrained made
     native_data: bool = False  # the data set the model was trained on (its head's classes)
+
+
+def add_model_arguments(p: argparse.ArgumentParser, dataset_help: str) -> None:
+    """The arguments every analysis command shares: CKPT_OR_NAME, ``--model``,
+    ``--dataset`` (described by ``dataset_help``) and ``--data-root``."""
+    p.add_argument("model_spec", metavar="CKPT_OR_NAME",
+                   help="run directory, checkpoint, or torchvision:/timm:/.npz weights (with --model)")
+    p.add_argument("--model", help="registered model for weights without a stored config (e.g. vit_b16)")
+    p.add_argument("--dataset", help=f"{dataset_help} (default: the checkpoint's, else cifar10)")
+    p.add_argument("--data-root", help="folder holding the data sets (default: $VIT16_DATA, else ./data)")
 
 
 def _checkpoint_file(spec: str) -> Path | None:
