@@ -83,9 +83,9 @@ def test_appends_after_text_without_trailing_newline(tmp_path):
 def _append_many(path: str, worker: int, n: int, barrier) -> None:
     real_header = results.header
 
-    def slow_header() -> str:  # widen the check-then-write window: without the lock,
+    def slow_header(*args) -> str:  # widen the check-then-write window: without the lock,
         time.sleep(0.2)  # every process would see an empty file and write a header
-        return real_header()
+        return real_header(*args)
 
     results.header = slow_header  # only in this forked child
     barrier.wait()  # all processes start appending at the same moment

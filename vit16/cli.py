@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-root", help="folder holding the data sets (default: the table's data.root, "
                    "else $VIT16_DATA, else ./data)")
     p.add_argument("--out", help="run directory (default: runs/NAME)")
-    p.add_argument("--results", default="results/RESULTS.md",
-                   help="markdown table that gets one row per finished run (default: %(default)s)")
+    p.add_argument("--results", help="markdown table that gets one row per finished run (default: "
+                   "results/RESULTS.md; results/PRUNING.md, one row per round, for a [NAME.prune] table)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even if the run directory has last.pt")
@@ -80,6 +80,26 @@ def toml_dumps(d: dict, prefix: str = "") -> str:
             name = f"{prefix}.{k}" if prefix else k
             lines += ["", f"[{name}]", toml_dumps(v, name).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def results_file(cfg: ExperimentConfig, given: str | None) -> str:
+    """``--results``, else the default table of ``cfg``'s kind of run."""
+    if given:
+        return given
+    return "results/PRUNING.md" if cfg.prune.method else "results/RESULTS.md"
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str, **kwargs) -> object:
+    """Train ``cfg`` (:func:`vit16.trainer.train`), or run its pruning rounds
+    (:func:`vit16.prune.run_pruning`) when ``cfg.prune.method`` is set. Keyword
+    arguments as theirs (``data_root``, ``device``, ``resume``, ``results_file``, ``overrides``)."""
+    if cfg.prune.method:
+        from vit16.prune import run_pruning
+
+        return run_pruning(cfg, out_dir, **kwargs)
+    from vit16.trainer import train
+
+    return train(cfg, out_dir, **kwargs)
 
 
 def count_params(cfg: ExperimentConfig, num_classes: int | None = None) -> int:
@@ -141,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         for registry, name in ((vit16.MODELS, cfg.model.name), (vit16.DATASETS, cfg.data.name),
                                (vit16.SCHEDULES, cfg.schedule.name)):
             registry.get(name)  # unknown names fail here, before any work
+        if cfg.prune.method:
+            from vit16.prune import check_prune_config
+
+            check_prune_config(cfg)
         if args.dry_run:
             print(f"# experiment {cfg.name}: {count_params(cfg) / 1e6:.2f}M parameters")
             print(toml_dumps(cfg.to_dict()), end="")
@@ -151,16 +175,15 @@ def main(argv: list[str] | None = None) -> int:
             runs, folder = plan_runs(args.name, tables, args.overrides, args.sweep, args.out,
                                      resume=not args.no_resume)
             submitted = submit(runs, folder, local=args.local, data_root=args.data_root,
-                               device=args.device, results_file=args.results)
+                               device=args.device, results_file=results_file(cfg, args.results))
             print(describe(submitted), flush=True)
             return 0
         if args.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
-        from vit16.trainer import train
-
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        train(cfg, args.out or f"runs/{cfg.name}", data_root=args.data_root, device=device,
-              resume=not args.no_resume, results_file=args.results, overrides=args.overrides)
+        run_experiment(cfg, args.out or f"runs/{cfg.name}", data_root=args.data_root, device=device,
+                       resume=not args.no_resume, results_file=results_file(cfg, args.results),
+                       overrides=args.overrides)
         return 0
     except USER_ERRORS as err:
         if os.environ.get("VIT16_DEBUG"):

@@ -1,7 +1,8 @@
 """Experiment configuration: the schema of one table of ``experiments.toml``.
 
-An experiment is a TOML table with top-level keys and five sub-tables
-(``model``, ``data``, ``optim``, ``schedule``, and ``slurm`` for ``--submit``). ``base = "other"`` inherits
+An experiment is a TOML table with top-level keys and six sub-tables
+(``model``, ``data``, ``optim``, ``schedule``, ``slurm`` for ``--submit``, and
+``prune`` for iterative pruning). ``base = "other"`` inherits
 another table and overrides it key by key (sub-tables are merged, not
 replaced). Every key is checked against the dataclasses below: an unknown
 key or a wrong type raises :class:`ConfigError` with one line naming the
@@ -146,6 +147,28 @@ class SlurmConfig:
 
 
 @dataclass
+class PruneConfig:
+    """``[NAME.prune]``: iterative pruning of the ViT blocks (:mod:`vit16.prune`).
+
+    ``method = ""`` trains once, as usual. Otherwise ``train.py NAME`` runs
+    ``rounds`` rounds of ``epochs`` each: round 0 trains the dense model (from
+    ``init`` when set, e.g. pretrained weights), every later round removes
+    ``rate`` of the remaining prunable weights, rewinds the surviving weights
+    to those of epoch ``rewind_epoch`` of round 0 (0 = before training) and
+    trains again. Prunable weights: ``qkv``, ``proj``, ``fc1``, ``fc2`` of
+    every block; embeddings, norms, biases and the head stay dense.
+    """
+
+    method: str = ""  # "", "imp" (unstructured), "refill", "rsst" (structured: heads, neurons)
+    rounds: int = 5  # including the dense round 0
+    rate: float = 0.2  # fraction of the remaining prunable weights removed per round
+    scope: str = "global"  # magnitude ranking: "global" (all blocks) or "layer" (each matrix)
+    rewind_epoch: int = 0  # weights of this epoch of round 0 are the rewind point (0 = init)
+    reg: float = 1e-4  # rsst: final L2 penalty coefficient on the weights being removed
+    reg_exponent: float = 4.0  # rsst: penalty growth lambda_i = reg (exp((i/n)^p) - 1) / (e - 1)
+
+
+@dataclass
 class ExperimentConfig:
     """One resolved experiment (a table of ``experiments.toml`` with its bases)."""
 
@@ -168,6 +191,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML/JSON serialisable, ``None`` values dropped)."""
@@ -180,6 +204,7 @@ SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "schedule": ScheduleConfig,
     "slurm": SlurmConfig,
+    "prune": PruneConfig,
 }
 
 

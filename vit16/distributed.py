@@ -31,6 +31,7 @@ __all__ = [
     "DistributedSetupError",
     "all_gather_objects",
     "all_reduce_mean",
+    "barrier",
     "backend_for",
     "export_job_env",
     "is_initialized",
@@ -179,3 +180,10 @@ def export_job_env() -> int:
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                           overwrite=True)
     return env.num_tasks
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group): files rank 0 just
+    wrote are visible to all ranks after it."""
+    if is_initialized():
+        dist.barrier()

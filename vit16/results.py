@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "COLUMNS",
+    "PRUNE_COLUMNS",
     "append_result",
     "device_name",
     "format_duration",
@@ -43,10 +44,31 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 """(row key, column header) in table order."""
 
+PRUNE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("date", "date (UTC)"),
+    ("experiment", "experiment"),
+    ("method", "method"),
+    ("round", "round"),
+    ("sparsity", "sparsity % (qkv, proj, fc1, fc2)"),
+    ("heads", "heads per block"),
+    ("neurons", "MLP neurons per block"),
+    ("params", "params (M, after export)"),
+    ("epochs", "epochs"),
+    ("val_top1", "val top-1 %"),
+    ("test_top1", "test top-1 %"),
+    ("wall_time_s", "wall time"),
+    ("device", "device"),
+    ("git_commit", "git commit"),
+    ("overrides", "overrides"),
+)
+"""The pruning table (``results/PRUNING.md``): one row per pruning round
+(:mod:`vit16.prune`); ``sparsity`` is a % (float, 2 decimals), ``heads`` and
+``neurons`` strings such as ``"3 3 2"``."""
 
-def header() -> str:
+
+def header(columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
     """The two header lines of the table (column names and the ``---`` rule), with newline."""
-    names = [h for _, h in COLUMNS]
+    names = [h for _, h in columns]
     return "| " + " | ".join(names) + " |\n" + "|" + "|".join("---" for _ in names) + "|\n"
 
 
@@ -86,15 +108,15 @@ def _epochs(value: Any) -> Any:
     return value
 
 
-def format_row(row: dict[str, Any]) -> str:
+def format_row(row: dict[str, Any], columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
     """One table line (with newline) for ``row``.
 
-    Keys (see :data:`COLUMNS`); numbers are formatted, strings are used as given:
+    Keys: those of ``columns`` (:data:`COLUMNS` or :data:`PRUNE_COLUMNS`); numbers are formatted, strings are used as given:
 
     * ``date``: optional, default now (UTC, ``YYYY-MM-DD HH:MM``);
     * ``params``: parameter count (int) -> millions with 2 decimals;
     * ``epochs``: int, or float for a partial run (2 decimals);
-    * ``val_top1``, ``test_top1``, ``test_top1_best``: % (float, 2 decimals; ``None`` -> ``-``);
+    * ``val_top1``, ``test_top1``, ``test_top1_best``, ``sparsity``: % (float, 2 decimals; ``None`` -> ``-``);
     * ``wall_time_s``: seconds (float) -> ``"9m 12s"``;
     * ``images_per_s``: training throughput, images/s (float, rounded);
     * ``device``, ``experiment``, ``model``, ``dataset``, ``git_commit``: strings;
@@ -105,7 +127,7 @@ def format_row(row: dict[str, Any]) -> str:
     Raises:
         ValueError: a missing or unknown key (names them).
     """
-    keys = [k for k, _ in COLUMNS]
+    keys = [k for k, _ in columns]
     unknown = sorted(set(row) - set(keys))
     missing = [k for k in keys if k not in row and k != "date"]
     if unknown or missing:
@@ -115,22 +137,25 @@ def format_row(row: dict[str, Any]) -> str:
     r = dict(row)
     if r.get("date") is None:
         r["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    if isinstance(r["params"], (int, float)):
+    if isinstance(r.get("params"), (int, float)):
         r["params"] = f"{r['params'] / 1e6:.2f}"
-    r["epochs"] = _epochs(r["epochs"])
-    for k in ("val_top1", "test_top1", "test_top1_best"):
-        r[k] = _pct(r[k])
-    if isinstance(r["wall_time_s"], (int, float)):
+    if "epochs" in r:
+        r["epochs"] = _epochs(r["epochs"])
+    for k in ("val_top1", "test_top1", "test_top1_best", "sparsity"):
+        if k in r:
+            r[k] = _pct(r[k])
+    if isinstance(r.get("wall_time_s"), (int, float)):
         r["wall_time_s"] = format_duration(r["wall_time_s"])
-    if isinstance(r["images_per_s"], (int, float)):
+    if isinstance(r.get("images_per_s"), (int, float)):
         r["images_per_s"] = f"{r['images_per_s']:.0f}"
     if not isinstance(r["overrides"], str):
         r["overrides"] = " ".join(str(o) for o in (r["overrides"] or ()))
     return "| " + " | ".join(_cell(r[k]) for k in keys) + " |\n"
 
 
-def append_result(path: str | os.PathLike, row: dict[str, Any]) -> Path:
-    """Append one row (:func:`format_row`) to the markdown table at ``path``.
+def append_result(path: str | os.PathLike, row: dict[str, Any],
+                  columns: tuple[tuple[str, str], ...] = COLUMNS) -> Path:
+    """Append one row (:func:`format_row` with ``columns``) to the markdown table at ``path``.
 
     Creates the file (and its directory) with the header when it is absent or
     empty. The whole check-and-append runs under an exclusive ``fcntl.flock``
@@ -145,7 +170,7 @@ def append_result(path: str | os.PathLike, row: dict[str, Any]) -> Path:
         OSError: the file cannot be written.
     """
     path = Path(path)
-    line = format_row(row)  # validate before touching the file
+    line = format_row(row, columns)  # validate before touching the file
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
     with open(lock_path, "a") as lock:
@@ -156,7 +181,7 @@ def append_result(path: str | os.PathLike, row: dict[str, Any]) -> Path:
                 size = f.tell()
                 text = line
                 if size == 0:
-                    text = header() + line
+                    text = header(columns) + line
                 else:
                     f.seek(size - 1)
                     if f.read(1) != "\n":
@@ -170,13 +195,14 @@ def append_result(path: str | os.PathLike, row: dict[str, Any]) -> Path:
     return path
 
 
-def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The table's data rows as dicts keyed like :data:`COLUMNS` (cells as
+def read_rows(path: str | os.PathLike,
+              columns: tuple[tuple[str, str], ...] = COLUMNS) -> list[dict[str, str]]:
+    """The table's data rows as dicts keyed like ``columns`` (cells as
     strings, escapes undone); lines that are not table rows are skipped."""
-    keys = [k for k, _ in COLUMNS]
+    keys = [k for k, _ in columns]
     rows = []
     for text in Path(path).read_text(encoding="utf-8").splitlines():
-        if not text.startswith("|") or text.startswith("|---") or text == header().splitlines()[0]:
+        if not text.startswith("|") or text.startswith("|---") or text == header(columns).splitlines()[0]:
             continue
         cells = _split_cells(text)
         if len(cells) == len(keys):

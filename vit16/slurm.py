@@ -86,8 +86,8 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, run: RunSpec) -> dict[str, Any]:
         import torch
 
+        from vit16.cli import run_experiment
         from vit16.distributed import export_job_env
-        from vit16.trainer import train
 
         # submitit ignores SIGTERM (it waits for SIGKILL); Slurm sends it when the job is
         # requeued (scontrol requeue, preemption) or cancelled: stop at once instead of
@@ -98,9 +98,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         if threads > 0:
             torch.set_num_threads(threads)  # one rank per task: never more threads than its CPUs
         restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0  # scontrol requeue, node failure
-        return train(run.cfg, run.out_dir, data_root=self.data_root, device=self.device,
-                     resume=run.resume or restarted, results_file=self.results_file,
-                     overrides=run.overrides)
+        return run_experiment(run.cfg, run.out_dir, data_root=self.data_root, device=self.device,
+                              resume=run.resume or restarted, results_file=self.results_file,
+                              overrides=run.overrides)
 
     def checkpoint(self, run: RunSpec) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on preemption / time limit (USR2): the requeued job

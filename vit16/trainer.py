@@ -36,7 +36,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -426,6 +426,8 @@ def train(
     overrides: Iterable[str] = (),
     model: nn.Module | None = None,
     data: Any = None,
+    grad_hook: Callable[[int, int], None] | None = None,
+    epoch_hook: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``out_dir``; return the run summary (also in ``summary.json``).
 
@@ -439,7 +441,12 @@ def train(
         results_file: markdown table to append the result row to (``None`` = skip).
         overrides: the ``--set`` items, recorded in the results row.
         model: use this module instead of building ``cfg.model`` (tests).
-        data: use this bundle instead of :func:`vit16.data.build_data` (tests).
+        data: use this bundle instead of :func:`vit16.data.build_data` (tests, pruning rounds).
+        grad_hook: called as ``grad_hook(step, total_steps)`` at every optimizer
+            step, with the final (unscaled, clipped) gradients, right before
+            ``optimizer.step()``; may change ``.grad`` in place (the RSST penalty).
+        epoch_hook: called as ``epoch_hook(epoch)`` (1-based) on every rank when
+            an epoch is complete, before its ``last.pt`` (a rewind point).
 
     Returns:
         dict with ``experiment``, ``model``, ``params`` (count), ``dataset``,
@@ -677,9 +684,12 @@ def train(
                                                label_smoothing=cfg.optim.label_smoothing) / accum
                         scaler.scale(loss).backward()
                     step_loss += loss.detach()
-                if cfg.optim.clip_grad_norm > 0:
+                if cfg.optim.clip_grad_norm > 0 or grad_hook is not None:
                     scaler.unscale_(optimizer)
+                if cfg.optim.clip_grad_norm > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+                if grad_hook is not None:
+                    grad_hook(counters.step, stop_step)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -745,6 +755,8 @@ def train(
                 f"lr {lr:.2e} | {val_text} | {ips:,.0f} img/s | {row['seconds']:.1f}s | "
                 f"ETA {format_duration(eta)}"
             )
+            if epoch_done and epoch_hook is not None:
+                epoch_hook(epoch + 1)
             if epoch_done:
                 counters.epoch += 1
                 counters.batch_in_epoch = 0

@@ -104,20 +104,26 @@ class Attention(nn.Module):
     to these embeddings as keys, and the resulting logits
     ``q . rel_pos[offset] / sqrt(head_dim)`` are added to the content logits
     before the softmax.
+
+    ``head_dim`` defaults to ``dim // num_heads``; a structurally pruned block
+    (:mod:`vit16.prune`) keeps the head size and has fewer heads, so ``qkv``
+    is (3 x heads x head_dim, D) and ``proj`` (D, heads x head_dim). With
+    ``num_heads = 0`` the branch outputs ``proj``'s bias at every token.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
                  attn_dropout: float = 0.0, proj_dropout: float = 0.0,
-                 num_patches: int = 0, num_prefix_tokens: int = 1):
+                 num_patches: int = 0, num_prefix_tokens: int = 1, head_dim: int | None = None):
         super().__init__()
-        if dim % num_heads:
+        if head_dim is None and (num_heads < 1 or dim % num_heads):
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim or dim // num_heads
         self.scale = self.head_dim**-0.5
         self.attn_dropout = attn_dropout
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        inner = num_heads * self.head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_dropout)
         if num_patches > 0:
             self.rel_pos = nn.Parameter(torch.zeros(2 * num_patches, self.head_dim))
@@ -135,6 +141,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         B, T, _ = x.shape
+        if self.num_heads == 0:  # every head pruned
+            out = self.proj_drop(self.proj(x[..., :0]))
+            return (out, x.new_zeros(B, 0, T, T)) if return_attention else out
         # (3, B, heads, T, head_dim): the rows of qkv are [q heads..., k heads..., v heads...]
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         p = self.attn_dropout if self.training else 0.0
@@ -172,11 +181,11 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, qkv_bias: bool = True,
                  dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0,
-                 num_patches: int = 0, num_prefix_tokens: int = 1):
+                 num_patches: int = 0, num_prefix_tokens: int = 1, head_dim: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_dropout, dropout,
-                              num_patches, num_prefix_tokens)
+                              num_patches, num_prefix_tokens, head_dim)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim, dropout)
         self.drop_path = drop_path
@@ -231,6 +240,11 @@ class VisionTransformer(nn.Module):
               learned, so an added constant would be redundant). D must be even;
             - ``"relative"``: no absolute embedding; every block uses the paper's
               1-D relative attention (``blocks.i.attn.rel_pos``, see :class:`Attention`).
+        block_heads: heads of each block (length ``depth``), for a structurally
+            pruned model (:mod:`vit16.prune.export`); each head keeps the size
+            ``embed_dim // num_heads``. None = ``num_heads`` in every block.
+        block_mlp_dims: MLP hidden size of each block (length ``depth``), as
+            ``block_heads``; None = ``mlp_dim`` in every block.
 
     Raises:
         ValueError: on inconsistent options (unknown pool or pos_embed, cls
@@ -243,8 +257,12 @@ class VisionTransformer(nn.Module):
                  pool: str = "cls", class_token: bool = True, fc_norm: bool | None = None,
                  representation_size: int | None = None, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, qkv_bias: bool = True,
-                 zero_head: bool = False, pos_embed: str = "learned_1d"):
+                 zero_head: bool = False, pos_embed: str = "learned_1d",
+                 block_heads: list[int] | None = None, block_mlp_dims: list[int] | None = None):
         super().__init__()
+        for key, value in (("block_heads", block_heads), ("block_mlp_dims", block_mlp_dims)):
+            if value is not None and len(value) != depth:
+                raise ValueError(f"{key} has {len(value)} entries, the model has depth {depth}")
         if pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {', '.join(map(repr, POS_EMBEDS))}, "
                              f"got {pos_embed!r}")
@@ -276,10 +294,14 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(dropout)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         rel_patches = self.patch_embed.num_patches if pos_embed == "relative" else 0
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        heads = block_heads or [num_heads] * depth
+        mlp_dims = block_mlp_dims or [mlp_dim] * depth
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_dim, qkv_bias, dropout, attn_dropout, rate,
-                  rel_patches, self.num_prefix_tokens)
-            for rate in rates
+            Block(embed_dim, heads[i], mlp_dims[i], qkv_bias, dropout, attn_dropout, rates[i],
+                  rel_patches, self.num_prefix_tokens, head_dim=embed_dim // num_heads)
+            for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.pre_logits = nn.Linear(embed_dim, representation_size) if representation_size else None
@@ -301,7 +323,7 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566103423978)
         nn.init.zeros_(self.patch_embed.proj.bias)
         for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and m.weight.numel() > 0:  # pruned-away layers are empty
                 nn.init.xavier_uniform_(m.weight)
                 if "mlp" in name:
                     nn.init.normal_(m.bias, std=1e-6)

@@ -1,0 +1,290 @@
+"""Iterative pruning rounds: ``train.py NAME`` for a table with a ``[NAME.prune]`` method.
+
+Round ``r`` lives in ``out_dir/round_RR/`` and is an ordinary trainer run
+(:func:`vit16.trainer.train`: ``last.pt``, ``best.pt``, ``metrics.jsonl``,
+resume, DDP, Slurm requeue) of a model whose prunable layers carry the
+round's masks (:func:`vit16.prune.apply_masks`). Per round:
+
+1. masks: none in round 0; later, :func:`vit16.prune.next_masks` on the
+   previous round's ``pruned.pt``;
+2. weights: round 0 starts from ``init`` (or a random init); the rewind point
+   ``out_dir/rewind.pt`` is written before round 0 trains (``rewind_epoch = 0``)
+   or at the end of its epoch ``rewind_epoch``; later rounds start from it;
+3. train ``epochs``. RSST trains under the previous masks with its growing
+   penalty on the weights the new masks drop (:func:`vit16.prune.rsst_lambda`);
+4. apply the round's final masks, evaluate val and test, write
+   ``pruned.pt`` (the per-round checkpoint), append a row to the pruning
+   table (:data:`vit16.results.PRUNE_COLUMNS`) and ``round.json``.
+
+A round with ``round.json`` is done and skipped when the run is started again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vit16 import distributed
+from vit16.checkpoint import git_commit, load_checkpoint, save_checkpoint
+from vit16.config import ConfigError, ExperimentConfig
+from vit16.prune.masks import (
+    apply_masks,
+    fold_masks,
+    masked_weights,
+    ones_masks,
+    prunable_linears,
+    sparsity,
+)
+from vit16.prune.methods import METHODS, SCOPES, next_masks, rsst_lambda
+from vit16.prune.structures import block_tensors, units_alive
+from vit16.results import PRUNE_COLUMNS, append_result, device_name
+
+__all__ = ["DEFAULT_RESULTS", "check_prune_config", "run_pruning"]
+
+DEFAULT_RESULTS = "results/PRUNING.md"
+
+
+def check_prune_config(cfg: ExperimentConfig) -> None:
+    """Validate ``cfg.prune`` before any work.
+
+    Raises:
+        ConfigError: unknown method or scope, rounds < 1, rate outside [0, 1),
+            rewind_epoch outside [0, epochs], a negative reg, or a model that is not a ViT.
+    """
+    p = cfg.prune
+    if p.method not in METHODS:
+        raise ConfigError(f"prune.method = {p.method!r} is not one of {', '.join(METHODS)} "
+                          "(or \"\" to train without pruning)")
+    if p.scope not in SCOPES:
+        raise ConfigError(f"prune.scope = {p.scope!r} is not one of {', '.join(SCOPES)}")
+    if p.rounds < 1:
+        raise ConfigError(f"prune.rounds = {p.rounds} must be >= 1 (round 0 is the dense model)")
+    if not 0.0 <= p.rate < 1.0:
+        raise ConfigError(f"prune.rate = {p.rate} must be in [0, 1): the share of the remaining "
+                          "weights cut per round")
+    if not 0 <= p.rewind_epoch <= cfg.epochs:
+        raise ConfigError(f"prune.rewind_epoch = {p.rewind_epoch} must be in [0, epochs = {cfg.epochs}]")
+    if p.reg < 0:
+        raise ConfigError(f"prune.reg = {p.reg} must be >= 0")
+    if not cfg.model.name.startswith("vit"):
+        raise ConfigError(f"pruning works on ViT models, not {cfg.model.name!r}; choose a vit_* model")
+
+
+def units_per_block(weights: dict[str, torch.Tensor], depth: int, head_dim: int) -> tuple[list[int], list[int]]:
+    """Heads and MLP neurons still acting in each block (:func:`vit16.prune.structures.units_alive`)."""
+    heads, neurons = [], []
+    for block in block_tensors(weights, depth):
+        h, n = units_alive({k: v.cpu() for k, v in block.items()}, head_dim)
+        heads.append(int(h.sum()))
+        neurons.append(int(n.sum()))
+    return heads, neurons
+
+
+class RsstPenalty:
+    """RSST's growing L2 penalty as a trainer ``grad_hook``: at optimizer step
+    ``i`` of ``n``, ``grad += rsst_lambda(i, n) * w`` on the weights that the
+    round's masks keep and its target masks drop."""
+
+    def __init__(self, model: nn.Module, drop: dict[str, torch.Tensor], reg: float, exponent: float):
+        layers = prunable_linears(model)
+        self.params = [(layers[n].weight_orig, drop[n].to(layers[n].weight_orig.device))
+                       for n in drop if drop[n].any()]
+        self.reg, self.exponent = reg, exponent
+
+    @torch.no_grad()
+    def __call__(self, step: int, total_steps: int) -> None:
+        lam = rsst_lambda(step, total_steps, self.reg, self.exponent)
+        for weight, drop in self.params:
+            if weight.grad is not None:
+                weight.grad.add_(weight * drop, alpha=lam)
+
+    def norm(self) -> float:
+        """L2 norm of the penalised weights."""
+        with torch.no_grad():
+            return float(sum(((w * d) ** 2).sum() for w, d in self.params) ** 0.5) if self.params else 0.0
+
+
+def _load_round(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A round's weights as ``(plain state dict, masks)`` (masks empty for a dense round)."""
+    return fold_masks(load_checkpoint(path, "cpu")["model"])
+
+
+def run_pruning(
+    cfg: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    *,
+    data_root: str | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    results_file: str | os.PathLike | None = DEFAULT_RESULTS,
+    overrides: Iterable[str] = (),
+    data: Any = None,
+) -> list[dict[str, Any]]:
+    """Run every pruning round of ``cfg`` (module docstring) into ``out_dir``.
+
+    Args:
+        cfg: an experiment with ``cfg.prune.method`` set.
+        out_dir: holds ``rewind.pt`` and ``round_RR/`` per round.
+        data_root, device, overrides: as for :func:`vit16.trainer.train`.
+        resume: go on from the rounds already done (and the round in progress);
+            ``False`` deletes ``out_dir``'s rounds and starts over.
+        results_file: the pruning table that gets one row per round (``None`` = none).
+        data: a data bundle to use instead of building one (tests).
+
+    Returns:
+        one dict per round: ``round``, ``sparsity`` (%, exact zeros among the
+        prunable weights), ``heads`` / ``neurons`` (per block), ``params``
+        (of the exported model), ``val_top1`` / ``test_top1`` (% after the
+        round's masks), ``summary`` (the trainer's), and for RSST rounds
+        ``penalised_norm_start`` / ``penalised_norm_end`` (L2 norm of the
+        weights under the penalty, before the mask cuts them).
+
+    Raises:
+        ConfigError: a bad ``[NAME.prune]`` table (:func:`check_prune_config`).
+        Everything :func:`vit16.trainer.train` raises.
+    """
+    from vit16.prune.export import export_model
+    from vit16.trainer import (
+        batch_geometry,
+        build_model,
+        dist_env,
+        evaluate,
+        load_init,
+        resolve_device,
+        seed_everything,
+        train,
+    )
+
+    check_prune_config(cfg)
+    p = cfg.prune
+    rank, world_size = dist_env()
+    is_main = rank == 0
+    device = resolve_device(device)
+    if world_size > 1:
+        device = distributed.setup(device, rank, world_size)
+    out_dir = Path(out_dir)
+    if is_main:
+        if not resume:
+            for old in [*out_dir.glob("round_*"), out_dir / "rewind.pt"]:
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    micro, _ = batch_geometry(cfg.batch_size, cfg.micro_batch_size, world_size)
+    seed_everything(cfg.seed)
+    if data is None:
+        from vit16.data import build_data
+
+        data = build_data(cfg, device, rank=rank, world_size=world_size, data_root=data_root,
+                          micro_batch_size=micro)
+    round_cfg = dataclasses.replace(cfg, init="")  # the rounds start from rewind.pt, not init
+    rewind_path = out_dir / "rewind.pt"
+    commit = git_commit()
+    rows = []
+
+    def save_rewind(model: nn.Module, epoch: int) -> None:
+        if is_main:
+            save_checkpoint(rewind_path, {"model": model.state_dict(), "epoch": epoch,
+                                          "config": cfg.to_dict(), "num_classes": data.num_classes})
+
+    def fresh_model() -> nn.Module:
+        seed_everything(cfg.seed)
+        return build_model(round_cfg, data.num_classes)
+
+    for r in range(p.rounds):
+        rdir = out_dir / f"round_{r:02d}"
+        if (rdir / "round.json").exists():
+            rows.append(json.loads((rdir / "round.json").read_text()))
+            continue
+        model = fresh_model()
+        depth, head_dim = len(model.blocks), model.blocks[0].attn.head_dim
+        penalty = None
+        if r == 0:
+            prunable_linears(model)  # a non-ViT fails here, before training
+            if cfg.init:
+                load_init(model, cfg.init)
+            if p.rewind_epoch == 0:
+                save_rewind(model, 0)
+            train_masks = final_masks = None
+        else:
+            prev_state, prev_masks = _load_round(out_dir / f"round_{r - 1:02d}" / "pruned.pt")
+            prev_masks = prev_masks or ones_masks(model)
+            weights = {n: prev_state[f"{n}.weight"] for n in prev_masks}
+            final_masks = next_masks(p.method, weights, prev_masks, p.rate, p.scope, depth, head_dim)
+            train_masks = prev_masks if p.method == "rsst" else final_masks
+            model.load_state_dict(load_checkpoint(rewind_path, "cpu")["model"])
+            apply_masks(model, train_masks)
+            if p.method == "rsst" and p.reg > 0:
+                drop = {n: train_masks[n] * (1 - final_masks[n]) for n in final_masks}
+                penalty = RsstPenalty(model, drop, p.reg, p.reg_exponent)
+        epoch_hook = None
+        if r == 0 and p.rewind_epoch > 0:
+            def epoch_hook(epoch: int, model=model) -> None:
+                if epoch == p.rewind_epoch:
+                    save_rewind(model, epoch)
+        norm_start = penalty.norm() if penalty else None
+        summary = train(round_cfg, rdir, device=device, resume=True, results_file=None,
+                        overrides=overrides, model=model, data=data, grad_hook=penalty,
+                        epoch_hook=epoch_hook)
+        distributed.barrier()  # rank 0's last.pt is complete
+
+        # the round's result: its final weights under its final masks
+        state, masks = _load_round(rdir / "last.pt")
+        model = fresh_model()
+        model.load_state_dict(state)
+        masks = final_masks or masks or ones_masks(model)
+        norm_end = None
+        if penalty is not None:
+            drop = {n: train_masks[n] * (1 - final_masks[n]) for n in final_masks}
+            norm_end = float(sum(((state[f"{n}.weight"] * d) ** 2).sum() for n, d in drop.items()) ** 0.5)
+        if r > 0:
+            apply_masks(model, masks)
+        model.to(device)
+        val = evaluate(model, data.val) if data.val is not None and len(data.val) else None
+        test = evaluate(model, data.test) if data.test is not None and len(data.test) else None
+        weights = masked_weights(model)
+        heads, neurons = units_per_block(weights, depth, head_dim)
+        pruned = {"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                  "config": cfg.to_dict(), "num_classes": data.num_classes, "round": r,
+                  "git_commit": commit}
+        exported, _ = export_model(pruned)
+        row = {
+            "round": r, "sparsity": sparsity(weights), "heads": heads, "neurons": neurons,
+            "params": sum(t.numel() for t in exported.parameters()),
+            "val_top1": val and val["top1"], "test_top1": test and test["top1"],
+            "penalised_norm_start": norm_start, "penalised_norm_end": norm_end,
+            "summary": summary,
+        }
+        if is_main:
+            save_checkpoint(rdir / "pruned.pt", pruned)
+            if results_file is not None:
+                append_result(results_file, {
+                    "experiment": cfg.name, "method": p.method, "round": r,
+                    "sparsity": row["sparsity"], "heads": " ".join(map(str, heads)),
+                    "neurons": " ".join(map(str, neurons)), "params": row["params"],
+                    "epochs": summary["epochs"], "val_top1": row["val_top1"],
+                    "test_top1": row["test_top1"], "wall_time_s": summary["wall_time_s"],
+                    "device": device_name(device), "git_commit": commit,
+                    "overrides": list(overrides)}, columns=PRUNE_COLUMNS)
+            tmp = rdir / "round.json.tmp"
+            tmp.write_text(json.dumps(row, indent=2) + "\n")
+            os.replace(tmp, rdir / "round.json")
+            fade = (f" | penalised weights' norm {norm_start:.3g} -> {norm_end:.3g}"
+                    if penalty is not None else "")
+            print(f"{cfg.name} round {r}/{p.rounds - 1}: sparsity {row['sparsity']:.2f}% | heads "
+                  f"{' '.join(map(str, heads))} | val top-1 {_pct(row['val_top1'])} | test top-1 "
+                  f"{_pct(row['test_top1'])}{fade}", flush=True)
+        distributed.barrier()
+        rows.append(row)
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}%"
