@@ -379,3 +379,21 @@ def test_every_pruning_table_resolves():
     assert resolve("rsst_vit_base_imagenet", tables).init == "timm:vit_base_patch16_224"
     with pytest.raises(ConfigError, match="unknown key 'rouds'"):
         resolve("imp_quick", tables, ["prune.rouds=3"])
+
+
+def test_a_pruned_checkpoint_loads_as_init_with_its_zeros(tmp_path):
+    """``init = runs/.../pruned.pt`` (and the analysis tools) read a masked
+    checkpoint as plain weights with the pruned entries zero."""
+    from vit16.checkpoint import save_checkpoint
+    from vit16.trainer import load_init
+
+    model = small_vit()
+    masks = imp_masks(masked_weights(model), ones_masks(model), rate=0.6)
+    apply_masks(model, masks)
+    save_checkpoint(tmp_path / "pruned.pt", _ckpt(model))
+    plain = small_vit(seed=5)
+    load_init(plain, tmp_path / "pruned.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), model(x), rtol=0, atol=1e-6)
+    assert sparsity(masked_weights(plain)) == pytest.approx(60.0, abs=0.01)

@@ -25,7 +25,7 @@ from fakedata import set_args
 from vit16.checkpoint import load_checkpoint
 from vit16.cli import DEFAULT_EXPERIMENTS, main
 from vit16.config import load_tables, resolve
-from vit16.results import read_rows
+from vit16.results import PRUNE_COLUMNS, read_rows
 from vit16.slurm import SubmitError, executor_parameters, parse_sweep, plan_runs
 
 # quick, made tiny: 80 training images of 32x32 (20 held out), batch 8, a 1-block ViT of width 16
@@ -324,3 +324,48 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path, cifar10
     assert a["step"] == b["step"] == 600
     for k in b["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+@pytest.mark.slow
+def test_requeued_pruning_job_resumes_its_round_and_matches_an_uninterrupted_run(
+        tmp_path, cifar10_root, capsys, slurm):
+    """A ``[NAME.prune]`` job requeued in the middle of round 1 resumes that
+    round from its last.pt (masks included) and ends with round 2's weights
+    and rows of a run that was never interrupted, one row per round."""
+    items = TINY + ["model.num_heads=4", "slurm.timeout_min=30", "batch_size=4", "epochs=10",
+                    "prune.rounds=3", "prune.rate=0.5", "checkpoint_minutes=0.0005"]
+    out, results = tmp_path / "job", tmp_path / "PRUNING.md"
+    job_id, _ = submit(capsys, slurm, "refill_quick", *set_args(items), "--data-root",
+                       str(cifar10_root), "--out", str(out), "--results", str(results))
+
+    def mid_round_1() -> bool:
+        try:
+            ckpt = torch.load(out / "round_01" / "last.pt", map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError):
+            return False
+        return ckpt["step"] > 0 and "blocks.0.attn.qkv.weight_mask" in ckpt["model"]
+
+    wait_for(mid_round_1, 180, "a mid-round-1 last.pt", out / "submitit", poll=0.05)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True)
+    wait_for(lambda: job_state(job_id) == "PENDING", 60, f"job {job_id} back to PENDING", out / "submitit")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
+                   capture_output=True)
+    wait_for(lambda: (out / "round_02" / "round.json").exists() and not job_state(job_id), 300,
+             f"requeued job {job_id} to finish", out / "submitit")
+    log = "".join(f.read_text() for f in (out / "submitit").glob("*_log.*"))
+    assert re.search(r"resumed at epoch \d+ step [1-9]\d* \| [^\n]*round_01", log), log[-3000:]
+    rows = read_rows(results, PRUNE_COLUMNS)
+    assert [r["round"] for r in rows] == ["0", "1", "2"]
+
+    ref = tmp_path / "ref"
+    assert main(["refill_quick", "--device", "cpu", *set_args(items[:-1]), "--data-root",
+                 str(cifar10_root), "--out", str(ref), "--results", str(tmp_path / "ref.md")]) == 0
+    a = load_checkpoint(out / "round_02" / "pruned.pt")["model"]
+    b = load_checkpoint(ref / "round_02" / "pruned.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in b:
+        assert torch.equal(a[k], b[k]), k
+    ref_rows = read_rows(tmp_path / "ref.md", PRUNE_COLUMNS)
+    for x, y in zip(rows, ref_rows, strict=True):
+        for key in ("sparsity", "heads", "neurons", "val_top1", "test_top1"):
+            assert x[key] == y[key], key

@@ -129,13 +129,14 @@ def print_list(tables: dict) -> None:
     if not console.is_terminal:
         console = Console(width=200)  # no truncated cells in logs and pipes
     table = Table(title="Experiments (experiments.toml)")
-    for col in ("experiment", "model", "params", "dataset", "img", "epochs", "batch", "lr"):
+    for col in ("experiment", "model", "params", "dataset", "img", "epochs", "batch", "lr", "prune"):
         table.add_column(col, no_wrap=True)
     for name in tables:
         cfg = resolve(name, tables)
+        prune = f"{cfg.prune.method} x{cfg.prune.rounds}" if cfg.prune.method else ""
         table.add_row(name, cfg.model.name, f"{count_params(cfg) / 1e6:.2f}M", cfg.data.name,
                       str(cfg.data.img_size), str(cfg.epochs), str(cfg.batch_size),
-                      f"{cfg.optim.lr:g}")
+                      f"{cfg.optim.lr:g}", prune)
     console.print(table)
     for registry in (vit16.MODELS, vit16.DATASETS, vit16.SCHEDULES):
         console.print(f"[bold]{registry.kind}s:[/bold] {', '.join(registry.names())}")

@@ -320,7 +320,8 @@ def _torch_file(spec: Any, path: Path) -> Any:
 
 def _state_dict_of(spec: Any, path: Path, obj: Any) -> StateDict:
     """The state dict inside a loaded torch file: a vit16 checkpoint's ``model``,
-    else a ``model`` or ``state_dict`` entry, else the file's top level."""
+    else a ``model`` or ``state_dict`` entry, else the file's top level. The
+    masks of a pruned checkpoint (:mod:`vit16.prune`) are folded into its weights."""
     if isinstance(obj, dict) and FORMAT_KEY in obj:
         version = obj[FORMAT_KEY]
         if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -336,7 +337,12 @@ def _state_dict_of(spec: Any, path: Path, obj: Any) -> StateDict:
         keys = ", ".join(map(str, list(obj)[:6])) if isinstance(obj, dict) else type(obj).__name__
         raise _fail(spec, f"{path} holds no state dict (no 'model' or 'state_dict' entry of "
                           f"tensors; found: {keys})")
-    return _strip_wrappers(obj)
+    state = _strip_wrappers(obj)
+    if any(k.endswith(".weight_orig") for k in state):  # a pruned run: weight = orig * mask
+        from vit16.prune.masks import fold_masks
+
+        state = fold_masks(state)[0]
+    return state
 
 
 def _safetensors_file(spec: Any, path: Path) -> StateDict:
