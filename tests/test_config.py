@@ -84,7 +84,7 @@ def test_toml_dumps_round_trip():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["quik"], "error: unknown experiment 'quik': did you mean quick?"),
+    (["quik"], "error: unknown experiment 'quik': did you mean quick"),
     (["quick", "--set", "model.name=vit_tin", "--dry-run"], "error: unknown model 'vit_tin': did you mean vit_tiny"),
     (["quick", "--set", "data.name=cifar11", "--dry-run"], "error: unknown dataset 'cifar11'"),
     (["quick", "--set", "schedule.name=cosin", "--dry-run"], "error: unknown schedule 'cosin'"),
