@@ -11,9 +11,12 @@
   mask keeps), where density is the share of that block's head (or neuron)
   weights the IMP mask keeps, and make the kept structures dense again.
 * **RSST** (zjgxwl/RSST): the same structured target as Refill, but the
-  weights it drops are not cut at the start of the next round: they train
-  under an L2 penalty ``lambda_i`` (:func:`rsst_lambda`) that grows over the
-  round, and the target mask is applied at its end.
+  weights it drops (every weight alive under the current masks and outside
+  the target) are not cut at the start of the next round: that round trains
+  under the current masks, adds ``lambda_i * w`` to the gradient of exactly
+  those weights (:func:`rsst_lambda`, growing over the round) and applies
+  the target masks at its end. The reference code penalises only the
+  weights its IMP step kept and cuts the rest at once.
 
 Masks only shrink: a structure (or weight) masked in one round stays masked.
 """
