@@ -74,6 +74,24 @@ def test_plot_one_line_errors(tmp_path, capsys):
     assert "expected a .png" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not HAS_MPL, reason="matplotlib (the plots extra) is not installed")
+def test_pruning_plot_reads_the_rounds_in_order(tmp_path, capsys):
+    run = tmp_path / "refill"
+    for r, (sparsity, top1) in enumerate([(0.0, 50.0), (30.0, 49.0), (51.0, 47.5)]):
+        (run / f"round_{r:02d}").mkdir(parents=True)
+        (run / f"round_{r:02d}" / "round.json").write_text(json.dumps(
+            {"round": r, "sparsity": sparsity, "params": 100 - r, "val_top1": top1, "test_top1": top1}))
+    out = tmp_path / "pruning.png"
+    assert main(["--pruning", str(run), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with open(out.with_suffix(".csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [(r["run"], r["round"], r["sparsity"], r["test_top1"]) for r in table] == [
+        ("refill", "0", "0", "50"), ("refill", "1", "30", "49"), ("refill", "2", "51", "47.5")]
+    assert main(["--pruning", str(tmp_path / "refill" / "round_00"), "--out", str(out)]) == 2
+    assert "no round_*/round.json" in capsys.readouterr().err
+
+
 def test_missing_matplotlib_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["read_metrics"]
+__all__ = ["read_metrics", "read_rounds"]
 
 
 def read_metrics(run: str | Path) -> list[dict]:
@@ -36,3 +36,17 @@ def read_metrics(run: str | Path) -> list[dict]:
     if not rows:
         raise ValueError(f"{path} has no rows yet (the run has not finished an epoch)")
     return [rows[e] for e in sorted(rows)]
+
+
+def read_rounds(run: str | Path) -> list[dict]:
+    """The rounds of a pruning run (``RUN_DIR/round_RR/round.json``, written by
+    :func:`vit16.prune.run_pruning`), in round order.
+
+    Raises:
+        FileNotFoundError: ``run`` has no finished round.
+    """
+    files = sorted(Path(run).glob("round_*/round.json"))
+    if not files:
+        raise FileNotFoundError(f"{run} has no round_*/round.json; pass pruning run directories "
+                                "(train.py NAME with a [NAME.prune] table) that finished a round")
+    return [json.loads(f.read_text()) for f in files]

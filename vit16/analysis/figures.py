@@ -179,3 +179,22 @@ def plot_curves(runs: Sequence[tuple[str, list[dict]]], path: str | Path, title:
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_pruning(runs: Sequence[tuple[str, list[dict]]], path: str | Path, title: str = "") -> Path:
+    """Test top-1 (%) against sparsity (%) of pruning runs, one line per run and
+    a point per round. ``runs``: ``(label, round.json rows)``."""
+    Figure = require_matplotlib()
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    for label, rows in runs:
+        points = [(r["sparsity"], r["test_top1"]) for r in rows if r.get("test_top1") is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", ms=4, label=label)
+    ax.set_xlabel("sparsity of qkv, proj, fc1, fc2 (%)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
