@@ -397,3 +397,33 @@ def test_a_pruned_checkpoint_loads_as_init_with_its_zeros(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(plain(x), model(x), rtol=0, atol=1e-6)
     assert sparsity(masked_weights(plain)) == pytest.approx(60.0, abs=0.01)
+
+
+def test_every_round_starts_from_the_rewind_point_under_its_masks(tmp_path, cifar10_root, monkeypatch):
+    """What each round's training starts from: round 0 the initial weights, later
+    rounds rewind.pt's weights times that round's masks (not the trained ones)."""
+    import vit16.trainer
+
+    real_train = vit16.trainer.train
+    starts = []
+
+    def recording_train(cfg, out_dir, **kw):
+        starts.append({k: v.detach().clone() for k, v in fold_masks(kw["model"].state_dict())[0].items()})
+        return real_train(cfg, out_dir, **kw)
+
+    monkeypatch.setattr(vit16.trainer, "train", recording_train)
+    out = tmp_path / "run"
+    assert main(["imp_quick", "--data-root", str(cifar10_root), "--out", str(out), "--results",
+                 str(tmp_path / "P.md"), "--device", "cpu", *set_args(TINY)]) == 0
+    rewind = load_checkpoint(out / "rewind.pt")["model"]
+    assert len(starts) == 3
+    for key, value in rewind.items():
+        assert torch.equal(starts[0][key], value), key
+    for r in (1, 2):
+        _, masks = fold_masks(load_checkpoint(out / f"round_{r:02d}" / "pruned.pt")["model"])
+        trained = fold_masks(load_checkpoint(out / f"round_{r - 1:02d}" / "last.pt")["model"])[0]
+        for key, value in rewind.items():
+            layer = key.removesuffix(".weight")
+            expected = value * masks[layer] if layer in masks else value
+            assert torch.equal(starts[r][key], expected), (r, key)
+        assert not torch.equal(starts[r]["blocks.0.mlp.fc1.weight"], trained["blocks.0.mlp.fc1.weight"])
