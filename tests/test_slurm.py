@@ -216,6 +216,16 @@ def submit(capsys, slurm, *argv: str) -> tuple[str, float]:
     return job_id, elapsed
 
 
+def start_requeued_now(job_id: str) -> None:
+    """A requeued job waits (BeginTime) before it may start again; let it start now.
+    Not within the second of the requeue: slurmd revokes the old run's job
+    credential with a one-second timestamp and kills a relaunch in that same
+    second ("Job credential revoked"), which then never runs again."""
+    time.sleep(2.0)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
+                   capture_output=True)
+
+
 def test_multi_node_pretrain_table_reaches_slurm(tmp_path, capsys, slurm):
     """`--submit vitb16_pretrain` as it is: Slurm accepts the 4 nodes x 8 GPUs job
     (the local cluster has 8 count-only GPUs on its one node, so it pends)."""
@@ -300,11 +310,9 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path, cifar10
         subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True)
     else:  # what submitit's job._interrupt() does
         subprocess.run(["scancel", job_id, "--signal", "USR2"], check=True, capture_output=True)
-    # a requeued job waits (BeginTime) before it may start again; let it start now
     wait_for(lambda: job_state(job_id) == "PENDING", 60, f"job {job_id} back to PENDING",
              out / "submitit")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
-                   capture_output=True)
+    start_requeued_now(job_id)
     wait_for(lambda: results.exists() and not job_state(job_id), 240,
              f"requeued job {job_id} to finish", out / "submitit")
     log = "".join(f.read_text() for f in (out / "submitit").glob("*_log.*"))
@@ -348,8 +356,7 @@ def test_requeued_pruning_job_resumes_its_round_and_matches_an_uninterrupted_run
     wait_for(mid_round_1, 180, "a mid-round-1 last.pt", out / "submitit", poll=0.05)
     subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True)
     wait_for(lambda: job_state(job_id) == "PENDING", 60, f"job {job_id} back to PENDING", out / "submitit")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
-                   capture_output=True)
+    start_requeued_now(job_id)
     wait_for(lambda: (out / "round_02" / "round.json").exists() and not job_state(job_id), 300,
              f"requeued job {job_id} to finish", out / "submitit")
     log = "".join(f.read_text() for f in (out / "submitit").glob("*_log.*"))
