@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -224,7 +225,7 @@ def test_export_of_a_dense_model_is_the_same_model():
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
-def test_export_cli_writes_a_smaller_model_and_reports_speed(tmp_path, capsys):
+def test_export_cli_writes_a_smaller_model_and_reports_speed(tmp_path, capsys, cifar10_root):
     from vit16.checkpoint import save_checkpoint
 
     model = small_vit()
@@ -237,9 +238,11 @@ def test_export_cli_writes_a_smaller_model_and_reports_speed(tmp_path, capsys):
     apply_masks(model, masks)
     save_checkpoint(tmp_path / "pruned.pt", _ckpt(model))
     assert export_main([str(tmp_path / "pruned.pt"), "--out", str(tmp_path / "small.pt"),
-                        "--batch-size", "8", "--steps", "2"]) == 0
+                        "--batch-size", "8", "--steps", "2", "--data-root", str(cifar10_root)]) == 0
     out = capsys.readouterr().out
     assert "heads per block 2 2 | MLP neurons per block 4 4" in out
+    test = re.search(r"test set \(20 images\): masked top-1 ([\d.]+)%, exported top-1 ([\d.]+)%", out)
+    assert test and test.group(1) == test.group(2), out
     assert "images/s" in out and "max |logit difference|" in out
     small = load_exported(tmp_path / "small.pt")
     x = torch.randn(4, 3, 32, 32)
