@@ -156,7 +156,6 @@ def run_pruning(
         batch_geometry,
         build_model,
         dist_env,
-        evaluate,
         load_init,
         resolve_device,
         seed_everything,
@@ -205,14 +204,18 @@ def run_pruning(
             continue
         model = fresh_model()
         depth, head_dim = len(model.blocks), model.blocks[0].attn.head_dim
-        penalty = None
+        penalty = train_masks = final_masks = drop = None
+        epoch_hook = None
         if r == 0:
             prunable_linears(model)  # a non-ViT fails here, before training
             if cfg.init:
                 load_init(model, cfg.init)
             if p.rewind_epoch == 0:
                 save_rewind(model, 0)
-            train_masks = final_masks = None
+            else:
+                def epoch_hook(epoch: int, model=model) -> None:
+                    if epoch == p.rewind_epoch:
+                        save_rewind(model, epoch)
         else:
             prev_state, prev_masks = _load_round(out_dir / f"round_{r - 1:02d}" / "pruned.pt")
             prev_masks = prev_masks or ones_masks(model)
@@ -224,11 +227,6 @@ def run_pruning(
             if p.method == "rsst" and p.reg > 0:
                 drop = {n: train_masks[n] * (1 - final_masks[n]) for n in final_masks}
                 penalty = RsstPenalty(model, drop, p.reg, p.reg_exponent)
-        epoch_hook = None
-        if r == 0 and p.rewind_epoch > 0:
-            def epoch_hook(epoch: int, model=model) -> None:
-                if epoch == p.rewind_epoch:
-                    save_rewind(model, epoch)
         norm_start = penalty.norm() if penalty else None
         summary = train(round_cfg, rdir, device=device, resume=True, results_file=None,
                         overrides=overrides, model=model, data=data, grad_hook=penalty,
@@ -236,54 +234,68 @@ def run_pruning(
         distributed.barrier()  # rank 0's last.pt is complete
 
         # the round's result: its final weights under its final masks
-        state, masks = _load_round(rdir / "last.pt")
+        state, _ = _load_round(rdir / "last.pt")
         model = fresh_model()
         model.load_state_dict(state)
-        masks = final_masks or masks or ones_masks(model)
-        norm_end = None
-        if penalty is not None:
-            drop = {n: train_masks[n] * (1 - final_masks[n]) for n in final_masks}
-            norm_end = float(sum(((state[f"{n}.weight"] * d) ** 2).sum() for n, d in drop.items()) ** 0.5)
         if r > 0:
-            apply_masks(model, masks)
+            apply_masks(model, final_masks)
         model.to(device)
-        val = evaluate(model, data.val) if data.val is not None and len(data.val) else None
-        test = evaluate(model, data.test) if data.test is not None and len(data.test) else None
-        weights = masked_weights(model)
-        heads, neurons = units_per_block(weights, depth, head_dim)
+        row = _measure(model, data, depth, head_dim)
         pruned = {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                   "config": cfg.to_dict(), "num_classes": data.num_classes, "round": r,
                   "git_commit": commit}
-        exported, _ = export_model(pruned)
-        row = {
-            "round": r, "sparsity": sparsity(weights), "heads": heads, "neurons": neurons,
-            "params": sum(t.numel() for t in exported.parameters()),
-            "val_top1": val and val["top1"], "test_top1": test and test["top1"],
-            "penalised_norm_start": norm_start, "penalised_norm_end": norm_end,
-            "summary": summary,
-        }
+        row["params"] = sum(t.numel() for t in export_model(pruned)[0].parameters())
+        row.update(round=r, summary=summary, penalised_norm_start=norm_start, penalised_norm_end=None)
+        if drop is not None:
+            row["penalised_norm_end"] = float(sum(((state[f"{n}.weight"] * d) ** 2).sum()
+                                                  for n, d in drop.items()) ** 0.5)
         if is_main:
             save_checkpoint(rdir / "pruned.pt", pruned)
             if results_file is not None:
-                append_result(results_file, {
-                    "experiment": cfg.name, "method": p.method, "round": r,
-                    "sparsity": row["sparsity"], "heads": " ".join(map(str, heads)),
-                    "neurons": " ".join(map(str, neurons)), "params": row["params"],
-                    "epochs": summary["epochs"], "val_top1": row["val_top1"],
-                    "test_top1": row["test_top1"], "wall_time_s": summary["wall_time_s"],
-                    "device": device_name(device), "git_commit": commit,
-                    "overrides": list(overrides)}, columns=PRUNE_COLUMNS)
+                append_result(results_file, _table_row(cfg, row, device, commit, overrides),
+                              columns=PRUNE_COLUMNS)
             tmp = rdir / "round.json.tmp"
             tmp.write_text(json.dumps(row, indent=2) + "\n")
             os.replace(tmp, rdir / "round.json")
-            fade = (f" | penalised weights' norm {norm_start:.3g} -> {norm_end:.3g}"
-                    if penalty is not None else "")
-            print(f"{cfg.name} round {r}/{p.rounds - 1}: sparsity {row['sparsity']:.2f}% | heads "
-                  f"{' '.join(map(str, heads))} | val top-1 {_pct(row['val_top1'])} | test top-1 "
-                  f"{_pct(row['test_top1'])}{fade}", flush=True)
+            _log_round(cfg, row)
         distributed.barrier()
         rows.append(row)
     return rows
+
+
+def _measure(model: nn.Module, data: Any, depth: int, head_dim: int) -> dict[str, Any]:
+    """Sparsity, structures per block and val/test top-1 of a (masked) model."""
+    from vit16.trainer import evaluate
+
+    val = evaluate(model, data.val) if data.val is not None and len(data.val) else None
+    test = evaluate(model, data.test) if data.test is not None and len(data.test) else None
+    weights = masked_weights(model)
+    heads, neurons = units_per_block(weights, depth, head_dim)
+    return {"sparsity": sparsity(weights), "heads": heads, "neurons": neurons,
+            "val_top1": val and val["top1"], "test_top1": test and test["top1"]}
+
+
+def _table_row(cfg: ExperimentConfig, row: dict[str, Any], device: torch.device, commit: str,
+               overrides: Iterable[str]) -> dict[str, Any]:
+    """The results-table row (:data:`vit16.results.PRUNE_COLUMNS`) of a round."""
+    return {
+        "experiment": cfg.name, "method": cfg.prune.method, "round": row["round"],
+        "sparsity": row["sparsity"], "heads": " ".join(map(str, row["heads"])),
+        "neurons": " ".join(map(str, row["neurons"])), "params": row["params"],
+        "epochs": row["summary"]["epochs"], "val_top1": row["val_top1"],
+        "test_top1": row["test_top1"], "wall_time_s": row["summary"]["wall_time_s"],
+        "device": device_name(device), "git_commit": commit, "overrides": list(overrides),
+    }
+
+
+def _log_round(cfg: ExperimentConfig, row: dict[str, Any]) -> None:
+    fade = ""
+    if row["penalised_norm_end"] is not None:
+        fade = (f" | penalised weights' norm {row['penalised_norm_start']:.3g} -> "
+                f"{row['penalised_norm_end']:.3g}")
+    print(f"{cfg.name} round {row['round']}/{cfg.prune.rounds - 1}: sparsity {row['sparsity']:.2f}% "
+          f"| heads {' '.join(map(str, row['heads']))} | val top-1 {_pct(row['val_top1'])} | "
+          f"test top-1 {_pct(row['test_top1'])}{fade}", flush=True)
 
 
 def _pct(x: float | None) -> str:
