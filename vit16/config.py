@@ -164,7 +164,7 @@ class PruneConfig:
     rate: float = 0.2  # fraction of the remaining prunable weights removed per round
     scope: str = "global"  # magnitude ranking: "global" (all blocks) or "layer" (each matrix)
     rewind_epoch: int = 0  # weights of this epoch of round 0 are the rewind point (0 = init)
-    reg: float = 1e-4  # rsst: final L2 penalty coefficient on the weights being removed
+    reg: float = 1.0  # rsst: final L2 penalty coefficient on the weights being removed (RSST launcher: 1.0)
     reg_exponent: float = 4.0  # rsst: penalty growth lambda_i = reg (exp((i/n)^p) - 1) / (e - 1)
 
 
