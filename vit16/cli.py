@@ -86,7 +86,9 @@ def results_file(cfg: ExperimentConfig, given: str | None) -> str:
     """``--results``, else the default table of ``cfg``'s kind of run."""
     if given:
         return given
-    return "results/PRUNING.md" if cfg.prune.method else "results/RESULTS.md"
+    from vit16.prune import DEFAULT_RESULTS as PRUNING_RESULTS
+
+    return PRUNING_RESULTS if cfg.prune.method else "results/RESULTS.md"
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str, **kwargs) -> object:

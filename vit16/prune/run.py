@@ -44,7 +44,6 @@ from vit16.prune.masks import (
     sparsity,
 )
 from vit16.prune.methods import METHODS, SCOPES, next_masks, rsst_lambda
-from vit16.prune.structures import block_tensors, units_alive
 from vit16.results import PRUNE_COLUMNS, append_result, device_name
 
 __all__ = ["DEFAULT_RESULTS", "check_prune_config", "run_pruning"]
@@ -76,16 +75,6 @@ def check_prune_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"prune.reg = {p.reg} must be >= 0")
     if not cfg.model.name.startswith("vit"):
         raise ConfigError(f"pruning works on ViT models, not {cfg.model.name!r}; choose a vit_* model")
-
-
-def units_per_block(weights: dict[str, torch.Tensor], depth: int, head_dim: int) -> tuple[list[int], list[int]]:
-    """Heads and MLP neurons still acting in each block (:func:`vit16.prune.structures.units_alive`)."""
-    heads, neurons = [], []
-    for block in block_tensors(weights, depth):
-        h, n = units_alive({k: v.cpu() for k, v in block.items()}, head_dim)
-        heads.append(int(h.sum()))
-        neurons.append(int(n.sum()))
-    return heads, neurons
 
 
 class RsstPenalty:
@@ -240,11 +229,13 @@ def run_pruning(
         if r > 0:
             apply_masks(model, final_masks)
         model.to(device)
-        row = _measure(model, data, depth, head_dim)
+        row = _measure(model, data)
         pruned = {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                   "config": cfg.to_dict(), "num_classes": data.num_classes, "round": r,
                   "git_commit": commit}
-        row["params"] = sum(t.numel() for t in export_model(pruned)[0].parameters())
+        exported, arch = export_model(pruned)  # the structures still acting, and their size
+        row.update(heads=arch["kwargs"]["block_heads"], neurons=arch["kwargs"]["block_mlp_dims"],
+                   params=sum(t.numel() for t in exported.parameters()))
         row.update(round=r, summary=summary, penalised_norm_start=norm_start, penalised_norm_end=None)
         if drop is not None:
             row["penalised_norm_end"] = float(sum(((state[f"{n}.weight"] * d) ** 2).sum()
@@ -263,15 +254,13 @@ def run_pruning(
     return rows
 
 
-def _measure(model: nn.Module, data: Any, depth: int, head_dim: int) -> dict[str, Any]:
-    """Sparsity, structures per block and val/test top-1 of a (masked) model."""
+def _measure(model: nn.Module, data: Any) -> dict[str, Any]:
+    """Sparsity and val/test top-1 of a (masked) model."""
     from vit16.trainer import evaluate
 
     val = evaluate(model, data.val) if data.val is not None and len(data.val) else None
     test = evaluate(model, data.test) if data.test is not None and len(data.test) else None
-    weights = masked_weights(model)
-    heads, neurons = units_per_block(weights, depth, head_dim)
-    return {"sparsity": sparsity(weights), "heads": heads, "neurons": neurons,
+    return {"sparsity": sparsity(masked_weights(model)),
             "val_top1": val and val["top1"], "test_top1": test and test["top1"]}
 
 
