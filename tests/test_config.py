@@ -2,7 +2,7 @@
 
 import pytest
 
-from vit16.cli import main, toml_dumps
+from vit16.commands.train import main, toml_dumps
 from vit16.config import ConfigError, load_tables, parse_override, resolve
 import tomllib
 
@@ -51,7 +51,7 @@ def test_unknown_experiment_lists_known():
 
 
 def test_repository_experiments_all_resolve():
-    from vit16.cli import DEFAULT_EXPERIMENTS
+    from vit16.experiment import DEFAULT_EXPERIMENTS
 
     tables = load_tables(DEFAULT_EXPERIMENTS)
     for required in ("quick", "small_vit_cifar", "small_vit_cifar_seed", "vitb16_cifar_scratch", "resnet50_cifar"):
@@ -61,7 +61,7 @@ def test_repository_experiments_all_resolve():
 
 
 def test_seed_recipe_values():
-    from vit16.cli import DEFAULT_EXPERIMENTS
+    from vit16.experiment import DEFAULT_EXPERIMENTS
 
     cfg = resolve("vitb16_cifar_scratch", load_tables(DEFAULT_EXPERIMENTS))
     assert (cfg.model.name, cfg.data.img_size, cfg.epochs, cfg.batch_size) == ("vit_b16", 224, 200, 512)

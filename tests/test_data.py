@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 import vit16.data as D
 from vit16.config import ConfigError, ExperimentConfig
@@ -100,6 +101,7 @@ def test_image_folder_cifar10(data_c10_folder):
     assert np.array_equal(src.train.labels, np.repeat(np.arange(10), 12))
     assert np.array_equal(src.train.images[12 * 3 + 5], data_image(3, 5))  # PNG: exact pixels
     assert "ImageFolder" in src.description and "JPEG" not in src.description
+    assert src.autoaugment_policy == "cifar10"
 
 
 def test_pickles_cifar10(tmp_path):
@@ -130,6 +132,7 @@ def test_pickles_cifar100_fine_and_coarse(tmp_path):
     assert np.array_equal(src.train.images[3].transpose(2, 0, 1).reshape(-1), x[3])
     coarse = DATASETS.build("cifar100", cfg=data_cfg("cifar100", label="coarse").data, root=tmp_path)
     assert coarse.class_names == [f"c{i}" for i in range(20)]
+    assert src.autoaugment_policy == coarse.autoaugment_policy == "cifar10"
     assert np.array_equal(coarse.test.labels, np.arange(100) // 5)
 
 
@@ -232,12 +235,15 @@ def test_train_limit_and_fraction_are_class_balanced():
 def test_imagenet_file_lists_fraction_and_transforms(tmp_path):
     classes = ["n01", "n02", "n03"]
     write_image_folder(tmp_path / "imagenet", classes, {"train": 6, "val": 2}, ext="jpg", size=(40, 48))
-    cfg = data_cfg("imagenet", batch_size=3, img_size=24, val_size=3, fraction=0.5, device_resident=True)
+    cfg = data_cfg("imagenet", batch_size=3, img_size=24, val_size=3, fraction=0.5, device_resident=True,
+                   auto_augment="autoaugment")
     src = DATASETS.build("imagenet", cfg=cfg.data, root=tmp_path)
     assert src.train.images is None and len(src.train.files) == 18 and src.class_names == classes
+    assert src.autoaugment_policy == "imagenet"
     b = D.build_data(cfg, "cpu", data_root=str(tmp_path))
     assert b.train.num_samples == 6  # (18 - 3 val) -> half of 5 per class, rounded
     assert isinstance(b.train, D.loaders.WorkerTrainLoader)
+    assert b.train.dataset.transform.transforms[-1].policy == v2.AutoAugmentPolicy.IMAGENET
     b.train.set_epoch(0)
     x, y = next(iter(b.train))
     assert x.shape == (3, 3, 24, 24) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -296,17 +302,9 @@ def test_start_batch_equals_tail_of_full_pass(data_c10_folder, path):
     loader = D.build_data(cfg, "cpu", data_root=str(data_c10_folder)).train
     full = epoch_batches(loader, 3)
     assert same_batches(epoch_batches(loader, 3, start_batch=5), full[5:])
-    # resume a fresh loader from a state dict taken after 4 batches
-    loader.set_epoch(3)
-    it = iter(loader)
-    for _ in range(4):
-        next(it)
-    state = loader.state_dict()
-    assert state["epoch"] == 3 and state["batch"] == 4
+    # a fresh loader resumed after 4 batches, as the trainer resumes
     fresh = D.build_data(cfg, "cpu", data_root=str(data_c10_folder)).train
-    fresh.load_state_dict(state)
-    fresh.set_epoch(3)  # the trainer's usual call keeps the restored position
-    assert same_batches([(x.clone(), y.clone()) for x, y in fresh], full[4:])
+    assert same_batches(epoch_batches(fresh, 3, start_batch=4), full[4:])
     with pytest.raises(ValueError, match="start_batch"):
         loader.set_epoch(0, start_batch=len(loader) + 1)
 
@@ -454,6 +452,21 @@ def test_config_validation(data_c10_folder):
         D.build_data(data_cfg(auto_augment="randaug"), "cpu", data_root=str(data_c10_folder))
     with pytest.raises(ValueError, match="fewer than one global micro-batch"):
         D.build_data(data_cfg(batch_size=512), "cpu", data_root=str(data_c10_folder))
+
+
+def test_cifar_autoaugment_uses_the_sources_policy(data_c10_folder):
+    b = D.build_data(data_cfg(auto_augment="autoaugment"), "cpu", data_root=str(data_c10_folder))
+    assert b.train.augment.policy.transform.policy == v2.AutoAugmentPolicy.CIFAR10
+
+
+def test_micro_batch_follows_batch_geometry(data_c10_folder):
+    cfg = data_cfg()  # batch 8, 100 training images
+    cfg.micro_batch_size = 4
+    assert len(D.build_data(cfg, "cpu", data_root=str(data_c10_folder)).train) == 100 // 4
+    assert len(D.build_data(cfg, "cpu", data_root=str(data_c10_folder), micro_batch_size=2).train) == 100 // 2
+    cfg.micro_batch_size = 3
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        D.build_data(cfg, "cpu", data_root=str(data_c10_folder))
 
 
 def test_data_throughput(data_c10_folder):

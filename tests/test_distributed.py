@@ -21,9 +21,9 @@ from fakedata import set_args
 
 from vit16 import distributed
 from vit16.checkpoint import load_checkpoint
-from vit16.cli import main
+from vit16.commands.train import main
 from vit16.results import read_rows
-from vit16.trainer import config_diff
+from vit16.runstate import config_diff
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,8 @@ NAN_SCRIPT = textwrap.dedent('''
     import sys
     import torch
     from test_trainer import make_bundle, make_cfg
-    from vit16.trainer import TrainingDivergedError, dist_env, train
+    from vit16.runtime import dist_env
+    from vit16.trainer import TrainingDivergedError, train
 
     torch.set_num_threads(1)
     rank, _ = dist_env()
@@ -172,7 +173,7 @@ def test_slurm_keys_never_block_a_resume():
 
 
 def test_dist_env_reads_torchrun_variables(monkeypatch):
-    from vit16.trainer import dist_env
+    from vit16.runtime import dist_env
 
     assert dist_env() == (0, 1)
     monkeypatch.setenv("RANK", "3")

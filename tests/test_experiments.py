@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from fakedata import C10_NAMES, write_cifar100_npz, write_image_folder
-from vit16.cli import DEFAULT_EXPERIMENTS, main
+from vit16.commands.train import main
 from vit16.config import load_tables, resolve
+from vit16.experiment import DEFAULT_EXPERIMENTS
 
 TABLES = load_tables(DEFAULT_EXPERIMENTS)
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")

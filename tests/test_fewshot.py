@@ -1,7 +1,7 @@
 """Linear few-shot evaluation (paper section 4.1): the closed-form ridge
 solution against a direct solve, the ridge choice on held-out training
 images, the shot sampling, mean and spread over seeds, and
-``python -m vit16.fewshot`` end to end on fake CIFAR-10."""
+``python -m vit16 fewshot`` end to end on fake CIFAR-10."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from vit16.analysis.fewshot import (
 from vit16.analysis.ridge import L2_GRID, add_bias, ridge_solve, signed_targets
 from vit16.checkpoint import save_checkpoint
 from vit16.config import from_dict
-from vit16.fewshot import main
+from vit16.commands.fewshot import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -134,7 +134,7 @@ def test_run_fewshot_reads_only_the_needed_rows():
 
 
 def test_fewshot_command_end_to_end(tmp_path, capsys):
-    from vit16.trainer import build_model
+    from vit16.runtime import build_model
 
     write_image_folder(tmp_path / "data" / "cifar10", C10_NAMES, {"train": 4, "test": 2})
     cfg = from_dict({"name": "tiny", "model": {"name": "vit_tiny", "patch_size": 8, "depth": 1,

@@ -1,6 +1,6 @@
 """The section 4.5 analyses (vit16.analysis) on constructed cases with known
 answers, the position-embedding variants of the model (appendix D.4), and
-``python -m vit16.inspect`` end to end on a tiny checkpoint and fake CIFAR-10."""
+``python -m vit16 inspect`` end to end on a tiny checkpoint and fake CIFAR-10."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from vit16.analysis import (
 )
 from vit16.checkpoint import save_checkpoint
 from vit16.config import from_dict
-from vit16.inspect import main
+from vit16.commands.inspect import main
 from vit16.models import VisionTransformer
-from vit16.models.vit import relative_position_index
+from vit16.models.layers import relative_position_index
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -288,7 +288,7 @@ def test_no_position_embedding_is_a_bag_of_patches():
 
 def test_pos_embed_is_a_config_key():
     cfg = from_dict({"model": {"name": "vit_tiny", "depth": 1, "pos_embed": "learned_2d"}})
-    from vit16.trainer import build_model
+    from vit16.runtime import build_model
 
     assert build_model(cfg, 10).pos_embed_type == "learned_2d"
 
@@ -307,7 +307,7 @@ def write_checkpoint(path, uniform: bool = True, **model):
     """A vit16 checkpoint of a 2-block ViT on 32x32 (patch 8: a 4x4 grid, D=16); with
     ``uniform`` its attention is uniform (q = k = 0) and its position embedding has
     the row/column structure of :func:`row_col_embedding`."""
-    from vit16.trainer import build_model
+    from vit16.runtime import build_model
 
     cfg = from_dict({"name": "tiny", "model": {"name": "vit_tiny", "patch_size": 8, "depth": 2,
                                                "embed_dim": 16, "num_heads": 2, "mlp_dim": 32, **model},

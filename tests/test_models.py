@@ -17,6 +17,7 @@ timm = pytest.importorskip("timm")
 EXPECTED_PARAMS = {
     "vit_small_cifar": (10, 10_695_562),
     "vit_tiny": (10, 2_697_610),
+    "vit_quick": (10, 558_474),
     "vit_small": (10, 21_342_346),
     "vit_base": (10, 85_152_010),
     "vit_s16": (1000, 22_050_664),
@@ -193,7 +194,8 @@ def test_load_weights_reports_missing_and_shape_mismatch():
         load_weights(wide, src.state_dict())
 
 
-@pytest.mark.parametrize("name", ["vit_small_cifar", "vit_tiny", "vit_small", "vit_base", "resnet50_cifar"])
+@pytest.mark.parametrize("name", ["vit_small_cifar", "vit_tiny", "vit_quick", "vit_small", "vit_base",
+                                  "resnet50_cifar"])
 def test_forward_backward_cifar_sized(name):
     overrides = {} if name.startswith("resnet") else {"depth": 1}
     model = MODELS.build(name, num_classes=7, **overrides)

@@ -1,4 +1,4 @@
-"""``python -m vit16.plot``: reading metrics.jsonl, the figure and its CSV,
+"""``python -m vit16 plot``: reading metrics.jsonl, the figure and its CSV,
 and the one-line errors (missing runs, bad lines, matplotlib not installed)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from vit16.analysis.curves import read_metrics
 from vit16.analysis.figures import PlotsUnavailableError, require_matplotlib
-from vit16.plot import main
+from vit16.commands.plot import main
 
 HAS_MPL = True
 try:
@@ -107,7 +107,8 @@ def test_missing_matplotlib_is_one_line_naming_the_extra(tmp_path, monkeypatch, 
 def test_core_modules_do_not_import_matplotlib():
     import subprocess
 
-    code = ("import sys, vit16, vit16.analysis, vit16.inspect, vit16.plot, vit16.fewshot, "
+    code = ("import sys, vit16, vit16.analysis, vit16.commands.inspect, vit16.commands.plot, "
+            "vit16.commands.fewshot, vit16.__main__, "
             "vit16.analysis.figures, vit16.analysis.inspection; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True)

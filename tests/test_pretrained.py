@@ -20,7 +20,7 @@ from vit16.models import (
     to_timm, to_torchvision,
 )
 from vit16.models.pretrained import parse_init
-from vit16.trainer import load_init
+from vit16.runtime import load_init
 
 SMALL = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2, mlp_dim=64, num_classes=5)
 TV_SMALL = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,

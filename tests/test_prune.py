@@ -15,7 +15,8 @@ from fakedata import set_args
 
 from vit16 import MODELS
 from vit16.checkpoint import load_checkpoint
-from vit16.cli import main
+from vit16.commands.export_pruned import main as export_main
+from vit16.commands.train import main
 from vit16.config import ConfigError, load_tables, resolve
 from vit16.prune import (
     apply_masks,
@@ -30,7 +31,6 @@ from vit16.prune import (
     sparsity,
 )
 from vit16.prune.export import export_model, export_state, load_exported
-from vit16.prune.export import main as export_main
 from vit16.prune.structures import head_sides, units_alive
 from vit16.results import PRUNE_COLUMNS, read_rows
 
@@ -388,7 +388,7 @@ def test_a_pruned_checkpoint_loads_as_init_with_its_zeros(tmp_path):
     """``init = runs/.../pruned.pt`` (and the analysis tools) read a masked
     checkpoint as plain weights with the pruned entries zero."""
     from vit16.checkpoint import save_checkpoint
-    from vit16.trainer import load_init
+    from vit16.runtime import load_init
 
     model = small_vit()
     masks = imp_masks(masked_weights(model), ones_masks(model), rate=0.6)
@@ -405,16 +405,16 @@ def test_a_pruned_checkpoint_loads_as_init_with_its_zeros(tmp_path):
 def test_every_round_starts_from_the_rewind_point_under_its_masks(tmp_path, cifar10_root, monkeypatch):
     """What each round's training starts from: round 0 the initial weights, later
     rounds rewind.pt's weights times that round's masks (not the trained ones)."""
-    import vit16.trainer
+    import vit16.prune.run
 
-    real_train = vit16.trainer.train
+    real_train = vit16.prune.run.train
     starts = []
 
     def recording_train(cfg, out_dir, **kw):
         starts.append({k: v.detach().clone() for k, v in fold_masks(kw["model"].state_dict())[0].items()})
         return real_train(cfg, out_dir, **kw)
 
-    monkeypatch.setattr(vit16.trainer, "train", recording_train)
+    monkeypatch.setattr(vit16.prune.run, "train", recording_train)
     out = tmp_path / "run"
     assert main(["imp_quick", "--data-root", str(cifar10_root), "--out", str(out), "--results",
                  str(tmp_path / "P.md"), "--device", "cpu", *set_args(TINY)]) == 0

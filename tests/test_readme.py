@@ -4,8 +4,8 @@ and every experiment the README names exists."""
 import re
 from pathlib import Path
 
-from vit16.cli import DEFAULT_EXPERIMENTS
 from vit16.config import load_tables
+from vit16.experiment import DEFAULT_EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

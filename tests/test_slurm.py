@@ -23,8 +23,9 @@ import torch
 from fakedata import set_args
 
 from vit16.checkpoint import load_checkpoint
-from vit16.cli import DEFAULT_EXPERIMENTS, main
+from vit16.commands.train import main
 from vit16.config import load_tables, resolve
+from vit16.experiment import DEFAULT_EXPERIMENTS
 from vit16.results import PRUNE_COLUMNS, read_rows
 from vit16.slurm import SubmitError, executor_parameters, parse_sweep, plan_runs
 

@@ -28,16 +28,11 @@ from vit16.checkpoint import CheckpointError, load_checkpoint
 from vit16.config import ExperimentConfig, ModelConfig, OptimConfig, ScheduleConfig
 from vit16.optim import build_optimizer, param_groups, set_lr
 from vit16.results import read_rows
-from vit16.trainer import (
-    ResumeMismatchError,
-    TrainingDivergedError,
-    amp_settings,
-    batch_geometry,
-    config_diff,
-    evaluate,
-    load_init,
-    train,
-)
+from vit16.config import batch_geometry
+from vit16.engine import evaluate
+from vit16.runstate import config_diff
+from vit16.runtime import amp_settings, load_init
+from vit16.trainer import ResumeMismatchError, TrainingDivergedError, train
 
 NUM_CLASSES = 4
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from vit16.checkpoint import load_checkpoint
-from vit16.cli import DEFAULT_EXPERIMENTS, main
+from vit16.commands.train import main
 from vit16.config import SECTIONS, ExperimentConfig, ModelConfig, OptimConfig, ScheduleConfig, load_tables, resolve
+from vit16.experiment import DEFAULT_EXPERIMENTS
 from vit16.trainer import train
 
 TABLES = load_tables(DEFAULT_EXPERIMENTS)

@@ -349,3 +349,29 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
     top = {k: v for k, v in d.items() if k not in SECTIONS}
     subs = {k: SECTIONS[k](**d.get(k, {})) for k in SECTIONS}
     return ExperimentConfig(**top, **subs)
+
+
+def batch_geometry(batch_size: int, micro_batch_size: int, world_size: int) -> tuple[int, int]:
+    """``(micro_batch, accum_steps)`` with ``batch_size = micro_batch x world_size x accum_steps``.
+
+    ``micro_batch_size = 0`` means ``batch_size // world_size`` (no accumulation).
+
+    Raises:
+        ValueError: the sizes do not divide (names them and the fix).
+    """
+    if batch_size < 1 or micro_batch_size < 0 or world_size < 1:
+        raise ValueError(
+            f"batch_size = {batch_size} must be >= 1 and micro_batch_size = {micro_batch_size} >= 0"
+        )
+    if batch_size % world_size:
+        raise ValueError(
+            f"batch_size = {batch_size} is not divisible by the world size {world_size}; "
+            "choose a batch_size that is a multiple of the number of processes"
+        )
+    micro = micro_batch_size or batch_size // world_size
+    if batch_size % (micro * world_size):
+        raise ValueError(
+            f"batch_size = {batch_size} is not a multiple of micro_batch_size = {micro} x world "
+            f"size {world_size}; choose a micro_batch_size that divides {batch_size // world_size}"
+        )
+    return micro, batch_size // (micro * world_size)

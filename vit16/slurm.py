@@ -39,6 +39,7 @@ from typing import Any
 import submitit
 
 from vit16.config import ConfigError, ExperimentConfig, resolve
+from vit16.experiment import run_experiment
 
 __all__ = ["RunSpec", "SubmitError", "Submitted", "TrainJob", "executor_parameters",
            "parse_sweep", "plan_runs", "submit"]
@@ -86,7 +87,6 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, run: RunSpec) -> dict[str, Any]:
         import torch
 
-        from vit16.cli import run_experiment
         from vit16.distributed import export_job_env
 
         # submitit ignores SIGTERM (it waits for SIGKILL); Slurm sends it when the job is

@@ -12,8 +12,8 @@ module:
 - :mod:`~vit16.analysis.curves`: training curves from ``metrics.jsonl``;
 - :mod:`~vit16.analysis.figures` (needs the ``plots`` extra), :mod:`~vit16.analysis.output`.
 
-The commands: ``python -m vit16.inspect``, ``python -m vit16.fewshot``,
-``python -m vit16.plot``.
+The commands: ``python -m vit16 inspect``, ``python -m vit16 fewshot``,
+``python -m vit16 plot``.
 """
 
 from vit16.analysis.attention import (

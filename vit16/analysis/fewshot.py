@@ -2,7 +2,7 @@
 appendix's few-shot results): frozen features, a closed-form ridge
 classifier onto {-1, 1}^K targets per (shots, seed), the ridge strength
 chosen on held-out training images, top-1 on the test set, mean and spread
-over seeds. This module works on feature tensors; :mod:`vit16.fewshot` is the
+over seeds. This module works on feature tensors; :mod:`vit16.commands.fewshot` is the
 command line that extracts them from a model."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What ``python -m vit16.inspect`` writes: each analysis of the paper's
+"""What ``python -m vit16 inspect`` writes: each analysis of the paper's
 section 4.5 on a loaded model, as a PNG (unless ``plots=False``) and the
 numbers behind it (CSV or JSON with the same stem)."""
 

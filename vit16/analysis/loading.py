@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-import argparse
 from pathlib import Path
 
 import torch
@@ -36,16 +35,6 @@ class LoadedModel:
     source: str  # what was loaded, for summaries
     notes: list[str] = field(default_factory=list)  # adaptations load_pretrained made
     native_data: bool = False  # the data set the model was trained on (its head's classes)
-
-
-def add_model_arguments(p: argparse.ArgumentParser, dataset_help: str) -> None:
-    """The arguments every analysis command shares: CKPT_OR_NAME, ``--model``,
-    ``--dataset`` (described by ``dataset_help``) and ``--data-root``."""
-    p.add_argument("model_spec", metavar="CKPT_OR_NAME",
-                   help="run directory, checkpoint, or torchvision:/timm:/.npz weights (with --model)")
-    p.add_argument("--model", help="registered model for weights without a stored config (e.g. vit_b16)")
-    p.add_argument("--dataset", help=f"{dataset_help} (default: the checkpoint's, else cifar10)")
-    p.add_argument("--data-root", help="folder holding the data sets (default: $VIT16_DATA, else ./data)")
 
 
 def _checkpoint_file(spec: str) -> Path | None:
@@ -109,7 +98,7 @@ def load_model(spec: str, model_name: str | None = None, dataset: str | None = N
     """
     import vit16
     from vit16.models import VisionTransformer, load_pretrained
-    from vit16.trainer import build_model
+    from vit16.runtime import build_model
 
     path = _checkpoint_file(spec)
     config, state = _stored_config(path) if path is not None else (None, {})

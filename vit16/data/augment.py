@@ -158,19 +158,20 @@ class BatchPolicy:
 
     Args:
         name: "randaugment" (2 ops, magnitude 9 of 31), "autoaugment" (the
-            CIFAR-10 or ImageNet policy, per ``cifar``) or "trivialaugment" (wide).
-        cifar: use AutoAugment's CIFAR-10 policy instead of ImageNet's.
+            learned policy ``autoaugment_policy``) or "trivialaugment" (wide).
+        autoaugment_policy: torchvision ``AutoAugmentPolicy`` value for
+            "autoaugment": "cifar10" or "imagenet" (the data set's
+            :attr:`~vit16.data.sources.Source.autoaugment_policy`).
 
     Raises:
-        ValueError: unknown ``name``.
+        ValueError: unknown ``name`` or ``autoaugment_policy``.
     """
 
-    def __init__(self, name: str, cifar: bool = True):
+    def __init__(self, name: str, autoaugment_policy: str = "cifar10"):
         if name == "randaugment":
             self.transform = v2.RandAugment()
         elif name == "autoaugment":
-            pol = v2.AutoAugmentPolicy.CIFAR10 if cifar else v2.AutoAugmentPolicy.IMAGENET
-            self.transform = v2.AutoAugment(pol)
+            self.transform = v2.AutoAugment(v2.AutoAugmentPolicy(autoaugment_policy))
         elif name == "trivialaugment":
             self.transform = v2.TrivialAugmentWide()
         else:
@@ -251,15 +252,15 @@ class BatchAugment:
         mean, std: per-channel statistics in [0, 1].
         num_classes: for soft targets.
         geometric: run crop + flip + policy here.
-        cifar: policy flavour (AutoAugment's CIFAR-10 policy).
+        autoaugment_policy: see :class:`BatchPolicy`.
     """
 
-    def __init__(self, cfg, mean, std, num_classes: int, geometric: bool, cifar: bool = True):
+    def __init__(self, cfg, mean, std, num_classes: int, geometric: bool, autoaugment_policy: str):
         self.cfg = cfg
         self.mean, self.std = tuple(mean), tuple(std)
         self.num_classes = num_classes
         self.geometric = geometric
-        self.policy = BatchPolicy(cfg.auto_augment, cifar) if geometric and cfg.auto_augment else None
+        self.policy = BatchPolicy(cfg.auto_augment, autoaugment_policy) if geometric and cfg.auto_augment else None
         self.mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

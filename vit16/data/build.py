@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vit16.config import ConfigError
+from vit16.config import ConfigError, batch_geometry
 from vit16.data.augment import POLICIES, BatchAugment
 from vit16.data.loaders import DeviceTrainLoader, EvalLoader, TrainLoader, WorkerTrainLoader
 from vit16.data.roots import resolve_data_root
@@ -70,8 +70,8 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
         rank, world_size: distributed position; train batches are disjoint
             shards of each epoch, val/test are disjoint non-padded shards.
         data_root: ``--data-root``; see :func:`~vit16.data.roots.resolve_data_root`.
-        micro_batch_size: per-rank batch; default ``cfg.micro_batch_size`` or
-            ``cfg.batch_size // world_size``.
+        micro_batch_size: per-rank batch; default the trainer's, from
+            :func:`~vit16.config.batch_geometry`.
 
     Returns:
         a :class:`DataBundle`. The device-resident fast path is used when
@@ -83,22 +83,19 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
         DataNotFoundError: the data set is not under the data root.
         ConfigError: an invalid data option.
         UnknownNameError: ``cfg.data.name`` is not a registered data set.
-        ValueError: splits do not fit the data, or the training split is
-            smaller than one global micro-batch.
+        ValueError: splits do not fit the data, the batch sizes do not
+            divide, or the training split is smaller than one global micro-batch.
     """
     dcfg, table = cfg.data, cfg.name or "NAME"
     check_data_config(dcfg, table)
     device = torch.device(device)
-    mb = micro_batch_size or cfg.micro_batch_size or cfg.batch_size // world_size
-    if mb < 1:
-        raise ValueError(f"micro batch size {mb} < 1 (batch_size {cfg.batch_size}, world size {world_size})")
+    mb = micro_batch_size or batch_geometry(cfg.batch_size, cfg.micro_batch_size, world_size)[0]
     eval_bs = cfg.eval_batch_size or mb
     root = resolve_data_root(data_root, dcfg.root)
     source = DATASETS.build(dcfg.name, cfg=dcfg, root=root, experiment=table)
     train, val = split_train(source.train, dcfg.val_size, dcfg.fraction, dcfg.train_limit)
     test = source.test
     num_classes = len(source.class_names)
-    cifar = source.name.startswith("cifar")
 
     sampler = EpochSampler(len(train), mb, cfg.seed, rank, world_size, dcfg.repeated_aug)
     if len(sampler) == 0:
@@ -107,14 +104,15 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
             f"of {mb * world_size} ({world_size} rank(s) x {mb}); lower the batch size or train_limit"
         )
     fast = dcfg.device_resident and source.decoded and source.image_size == dcfg.img_size
-    augment = BatchAugment(dcfg, source.mean, source.std, num_classes, geometric=fast, cifar=cifar)
+    augment = BatchAugment(dcfg, source.mean, source.std, num_classes, geometric=fast,
+                           autoaugment_policy=source.autoaugment_policy)
     val_shard, test_shard = (s.subset(eval_shard(len(s), rank, world_size)) for s in (val, test))
     if fast:
         train_loader: TrainLoader = DeviceTrainLoader(train, sampler, augment, device)
         val_loader = EvalLoader(val_shard, eval_bs, device, source.mean, source.std)
         test_loader = EvalLoader(test_shard, eval_bs, device, source.mean, source.std)
     else:
-        t_train = train_transform(dcfg, source.decoded, source.image_size, cifar)
+        t_train = train_transform(dcfg, source.decoded, source.image_size, source.autoaugment_policy)
         t_eval = eval_transform(dcfg, source.decoded, source.image_size)
         train_loader = WorkerTrainLoader(SplitDataset(train, t_train), sampler, augment, device,
                                          dcfg.num_workers)
@@ -133,6 +131,7 @@ def data_throughput(cfg, device: torch.device, batches: int = 50, data_root: str
     Builds the data (decode cache included, not timed), skips ``warmup``
     micro-batches (worker start-up), then times ``batches`` micro-batches,
     crossing epochs if needed; CUDA work is synchronised before the clock stops.
+    ``micro_batch_size`` as in :func:`build_data` (default: the trainer's).
 
     Raises:
         everything :func:`build_data` raises.

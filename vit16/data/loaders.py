@@ -1,14 +1,13 @@
 """Train and eval loaders: the device-resident fast path and the DataLoader path.
 
 Both kinds of :class:`TrainLoader` yield ``(images, targets)`` micro-batches
-already on the device and share epoch bookkeeping: ``set_epoch`` (with
-``start_batch`` to resume mid-epoch), ``state_dict`` / ``load_state_dict``.
+already on the device and share epoch bookkeeping: ``set_epoch`` before
+each pass, with ``start_batch`` to resume mid-epoch (the trainer's resume).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Iterator
 
 import torch
@@ -43,9 +42,7 @@ class TrainLoader:
         self.device = torch.device(device)
         self.epoch: int | None = None
         self._start = 0
-        self._next = 0
         self._armed = False
-        self._pending: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         """Micro-batches per epoch (the incomplete last one is dropped)."""
@@ -53,6 +50,7 @@ class TrainLoader:
 
     @property
     def micro_batch_size(self) -> int:
+        """Images per micro-batch on this rank."""
         return self.sampler.micro_batch_size
 
     @property
@@ -64,66 +62,15 @@ class TrainLoader:
         """Prepare to iterate epoch ``epoch`` from micro-batch ``start_batch``.
 
         ``start_batch = k`` skips the first ``k`` micro-batches; the rest are
-        bit-identical to those of an uninterrupted pass. ``None`` means 0,
-        unless :meth:`load_state_dict` restored a position in this epoch.
+        bit-identical to those of an uninterrupted pass. ``None`` means 0.
 
         Raises:
             ValueError: ``start_batch`` is not in [0, len(self)].
         """
-        if start_batch is None:
-            pending = self._pending
-            start_batch = pending[1] if pending is not None and pending[0] == epoch else 0
-        self._pending = None
+        start_batch = start_batch or 0
         if not 0 <= start_batch <= len(self):
             raise ValueError(f"start_batch = {start_batch} is not in [0, {len(self)}]")
-        self.epoch, self._start, self._next, self._armed = epoch, start_batch, start_batch, True
-
-    def state_dict(self) -> dict:
-        """Position for checkpoints: the epoch and the number of micro-batches
-        handed out in it (``batch``), plus what they depend on."""
-        return {
-            "epoch": self.epoch if self.epoch is not None else 0,
-            "batch": self._next,
-            "seed": self.sampler.seed,
-            "num_samples": self.sampler.num_samples,
-            "micro_batch_size": self.sampler.micro_batch_size,
-            "world_size": self.sampler.world_size,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Resume at a :meth:`state_dict` position: like ``set_epoch(epoch,
-        start_batch=batch)``, and a later ``set_epoch(epoch)`` keeps that position.
-
-        With another ``micro_batch_size * world_size`` the position is
-        converted through the number of samples consumed (the sample order is
-        kept; augmentation draws differ, with a warning).
-
-        Raises:
-            ValueError: the training split size differs, or the consumed
-                samples are not a whole number of new global micro-batches.
-        """
-        if state["num_samples"] != self.sampler.num_samples:
-            raise ValueError(
-                f"loader state is for a training split of {state['num_samples']} images, "
-                f"this one has {self.sampler.num_samples}; the data configuration changed"
-            )
-        epoch, batch = int(state["epoch"]), int(state["batch"])
-        old = state["micro_batch_size"] * state["world_size"]
-        new = self.sampler.micro_batch_size * self.sampler.world_size
-        if old != new or state["world_size"] != self.sampler.world_size:
-            consumed = batch * old
-            if consumed % new:
-                raise ValueError(
-                    f"cannot resume mid-epoch: {consumed} samples consumed is not a multiple of the "
-                    f"new global micro-batch {new}; resume from an epoch boundary"
-                )
-            warnings.warn("resuming with another micro-batch layout: same sample order, "
-                          "different augmentation draws", stacklevel=2)
-            batch = consumed // new
-        if state.get("seed", self.sampler.seed) != self.sampler.seed:
-            warnings.warn("resuming with another seed: the rest of the epoch differs", stacklevel=2)
-        self.set_epoch(epoch, min(batch, len(self)))
-        self._pending = (epoch, self._start)
+        self.epoch, self._start, self._armed = epoch, start_batch, True
 
     def __iter__(self) -> Iterator[Batch]:
         if not self._armed:
@@ -133,10 +80,6 @@ class TrainLoader:
 
     def _iterate(self, epoch: int, start: int) -> Iterator[Batch]:
         raise NotImplementedError
-
-    def _emit(self, b: int, batch: Batch) -> Batch:
-        self._next = b + 1
-        return batch
 
 
 class DeviceTrainLoader(TrainLoader):
@@ -153,7 +96,7 @@ class DeviceTrainLoader(TrainLoader):
         for b in range(start, len(self)):
             idx = batches[b]
             gen = self.sampler.batch_generator(epoch, b)
-            yield self._emit(b, self.augment(self.images[idx], self.labels[idx], gen))
+            yield self.augment(self.images[idx], self.labels[idx], gen)
 
 
 class _SeededBatchSampler(Sampler):
@@ -204,7 +147,7 @@ class WorkerTrainLoader(TrainLoader):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             gen = self.sampler.batch_generator(epoch, b)
-            yield self._emit(b, self.augment(images, labels, gen))
+            yield self.augment(images, labels, gen)
 
 
 class EvalLoader:

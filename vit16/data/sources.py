@@ -54,6 +54,9 @@ class Source:
 
     ``image_size`` is the stored resolution of decoded arrays (32 for CIFAR),
     ``None`` for file lists; ``mean``/``std`` are per-channel in [0, 1].
+    ``autoaugment_policy`` is the torchvision ``AutoAugmentPolicy`` value
+    that ``auto_augment = "autoaugment"`` uses for this data set: "cifar10"
+    for small 32x32 CIFAR-like images, "imagenet" for photographs.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Source:
     description: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    autoaugment_policy: str
     image_size: int | None = None
 
     @property
@@ -176,7 +180,7 @@ def cifar10(cfg, root: Path, experiment: str = "") -> Source:
         names, desc = list(a["names"]), f"CIFAR-10 ({kind} {folder})"
         _check_classes("cifar10", folder, names, 10)
     return Source("cifar10", Split(y_tr, x_tr), Split(y_te, x_te), [str(n) for n in names], desc,
-                  *CIFAR10_STATS, image_size=32)
+                  *CIFAR10_STATS, autoaugment_policy="cifar10", image_size=32)
 
 
 @DATASETS.register("cifar100", aliases=("cifar-100",))
@@ -223,7 +227,7 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
         _check_classes("cifar100", folder, names, 100)
     title = "CIFAR-100 coarse (20 superclasses)" if coarse else "CIFAR-100"
     return Source("cifar100", Split(y_tr, x_tr), Split(y_te, x_te), [str(n) for n in names],
-                  f"{title} ({where})", *CIFAR100_STATS, image_size=32)
+                  f"{title} ({where})", *CIFAR100_STATS, autoaugment_policy="cifar10", image_size=32)
 
 
 @DATASETS.register("imagenet", aliases=("imagenet1k", "ilsvrc2012"))
@@ -247,4 +251,4 @@ def imagenet(cfg, root: Path, experiment: str = "") -> Source:
     if te_classes != classes:
         raise ValueError(f"{folder}: train/ and val/ have different class folders")
     return Source("imagenet", Split(tr_labels, files=tr_files), Split(te_labels, files=te_files),
-                  classes, f"ImageNet (ImageFolder {folder})", *IMAGENET_STATS)
+                  classes, f"ImageNet (ImageFolder {folder})", *IMAGENET_STATS, autoaugment_policy="imagenet")

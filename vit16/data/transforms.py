@@ -32,12 +32,13 @@ def seeded_global_rng(seed: int):
         g.set_state(state)
 
 
-def train_transform(cfg, decoded: bool, stored_size: int | None, cifar: bool) -> v2.Compose:
+def train_transform(cfg, decoded: bool, stored_size: int | None, autoaugment_policy: str) -> v2.Compose:
     """Training transform, uint8 (3, h, w) -> uint8 (3, S, S), S = ``cfg.img_size``.
 
     Decoded 32x32 arrays (CIFAR): resize to S if S differs, then
     ``RandomCrop(S, padding=crop_padding)`` (padding in pixels at S),
     flip, policy. Files (ImageNet): ``RandomResizedCrop(S)``, flip, policy.
+    ``autoaugment_policy``: see :class:`~vit16.data.augment.BatchPolicy`.
     """
     size = cfg.img_size
     ops: list[v2.Transform] = []
@@ -51,7 +52,7 @@ def train_transform(cfg, decoded: bool, stored_size: int | None, cifar: bool) ->
     if cfg.hflip:
         ops.append(v2.RandomHorizontalFlip())
     if cfg.auto_augment:
-        ops.append(BatchPolicy(cfg.auto_augment, cifar).transform)
+        ops.append(BatchPolicy(cfg.auto_augment, autoaugment_policy).transform)
     return v2.Compose(ops or [v2.Identity()])
 
 

@@ -48,6 +48,15 @@ def vit_tiny(**overrides) -> VisionTransformer:
     return _vit("vit_tiny", dict(CIFAR, depth=9, embed_dim=192, num_heads=3, mlp_dim=384), overrides)
 
 
+@MODELS.register("vit_quick")
+def vit_quick(**overrides) -> VisionTransformer:
+    """The CPU-sized ViT of the ``quick``, ``ablate*``, ``proxy*`` and ``*_quick``
+    experiments: 32px, patch 8, 4 blocks, D=128, 4 heads, MLP 256 (558,474 params
+    with 10 classes)."""
+    return _vit("vit_quick", dict(CIFAR, patch_size=8, depth=4, embed_dim=128, num_heads=4, mlp_dim=256),
+                overrides)
+
+
 @MODELS.register("vit_small")
 def vit_small(**overrides) -> VisionTransformer:
     """ViT-S at 32px: patch 4, 12 blocks, D=384, 6 heads, MLP 1536 (21.3M params)."""

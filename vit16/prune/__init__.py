@@ -4,7 +4,7 @@
 * :mod:`~vit16.prune.structures`: heads and MLP neurons as groups of rows and columns;
 * :mod:`~vit16.prune.methods`: how the next round's masks are chosen;
 * :mod:`~vit16.prune.run`: the rounds, each an ordinary trainer run;
-* :mod:`~vit16.prune.export`: a physically smaller model (``python -m vit16.prune.export``).
+* :mod:`~vit16.prune.export`: a physically smaller model (``python -m vit16 export-pruned``).
 """
 
 from vit16.prune.masks import (

@@ -1,6 +1,6 @@
 """Export a pruned checkpoint as a physically smaller ViT.
 
-    python -m vit16.prune.export runs/refill_vit_tiny_cifar10/round_04/pruned.pt --out vit_tiny_refill.pt
+    python -m vit16 export-pruned runs/refill_vit_tiny_cifar10/round_04/pruned.pt --out vit_tiny_refill.pt
 
 Dead heads and MLP neurons (:func:`vit16.prune.structures.units_alive`) are
 removed: ``qkv`` loses their 3 x head_dim rows, ``proj`` their columns,
@@ -17,8 +17,6 @@ almost every head and neuron.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +30,7 @@ from vit16.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vit16.prune.masks import fold_masks
 from vit16.prune.structures import block_tensors, head_sides, neuron_sides, units_alive
 
-__all__ = ["compare_on", "export_model", "export_state", "inference_speed", "load_exported", "main"]
+__all__ = ["build_arch", "compare_on", "export_model", "export_state", "inference_speed", "load_exported"]
 
 
 def _block_weights(state: dict[str, torch.Tensor], depth: int) -> list[dict[str, torch.Tensor]]:
@@ -91,7 +89,20 @@ def export_state(state: dict[str, torch.Tensor], depth: int, head_dim: int
     return out, heads, neurons
 
 
-def _build(arch: dict[str, Any]) -> nn.Module:
+def build_arch(arch: dict[str, Any]) -> nn.Module:
+    """The model ``arch`` describes, freshly initialised.
+
+    Args:
+        arch: ``{"name": registered model, "kwargs": its builder options}``, as
+            :func:`export_model` returns it (``block_heads``, ``block_mlp_dims``
+            for an exported model; without them, the dense one).
+
+    Returns:
+        the model (CPU, train mode).
+
+    Raises:
+        vit16.UnknownNameError: an unknown model name.
+    """
     from vit16 import MODELS
 
     with warnings.catch_warnings():  # empty layers of fully pruned blocks
@@ -122,7 +133,7 @@ def export_model(ckpt: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     cfg = from_dict(ckpt["config"])
     kwargs = cfg.model.overrides()
     kwargs["num_classes"] = ckpt.get("num_classes", kwargs.get("num_classes"))
-    dense = _build({"name": cfg.model.name, "kwargs": kwargs})
+    dense = build_arch({"name": cfg.model.name, "kwargs": kwargs})
     if not isinstance(dense, VisionTransformer):
         raise CheckpointError(f"{cfg.model.name} is not a ViT; only ViT checkpoints can be exported")
     state, _ = fold_masks(ckpt["model"])
@@ -130,22 +141,22 @@ def export_model(ckpt: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     small, heads, neurons = export_state(state, len(dense.blocks), head_dim)
     arch = {"name": cfg.model.name,
             "kwargs": {**kwargs, "block_heads": heads, "block_mlp_dims": neurons}}
-    model = _build(arch)
+    model = build_arch(arch)
     model.load_state_dict(small)
     return model.eval(), arch
 
 
 def load_exported(path: str | Path) -> nn.Module:
-    """Rebuild a model written by ``python -m vit16.prune.export`` (eval mode, CPU).
+    """Rebuild a model written by ``python -m vit16 export-pruned`` (eval mode, CPU).
 
     Raises:
         CheckpointError: missing, unreadable or not an exported model.
     """
-    ckpt = load_checkpoint(path, "cpu", hint="export it again with python -m vit16.prune.export")
+    ckpt = load_checkpoint(path, "cpu", hint="export it again with python -m vit16 export-pruned")
     if "arch" not in ckpt:
         raise CheckpointError(f"{path} is not an exported model (no 'arch'); "
-                              "write one with python -m vit16.prune.export CKPT --out FILE")
-    model = _build(ckpt["arch"])
+                              "write one with python -m vit16 export-pruned CKPT --out FILE")
+    model = build_arch(ckpt["arch"])
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
@@ -182,73 +193,3 @@ def compare_on(loader, a: nn.Module, b: nn.Module) -> dict[str, float]:
         diff = max(diff, float((la - lb).abs().max()))
         n += labels.shape[0]
     return {"top1_a": 100.0 * hits_a / n, "top1_b": 100.0 * hits_b / n, "max_diff": diff, "count": n}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vit16.prune.export CKPT --out FILE``: write the smaller model,
-    print parameters, max |logit difference| and images/s of dense vs exported
-    (best of 3 alternating measurements of the median of ``--steps`` forwards).
-    Bad input prints one ``error:`` line and returns 2."""
-    p = argparse.ArgumentParser(prog="python -m vit16.prune.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="a pruning round's pruned.pt (or any vit16 ViT checkpoint)")
-    p.add_argument("--out", required=True, help="file to write the exported model to")
-    p.add_argument("--batch-size", type=int, default=256, help="images per timed forward (default %(default)s)")
-    p.add_argument("--steps", type=int, default=10, help="timed forwards per model (default %(default)s)")
-    p.add_argument("--device", default="cpu", help="device for the speed test (default %(default)s)")
-    p.add_argument("--data-root", help="also compare both models on the test set of the checkpoint's "
-                   "data set found under this folder (top-1 %% and largest logit difference)")
-    args = p.parse_args(argv)
-    try:
-        ckpt = load_checkpoint(args.checkpoint, "cpu", hint="pass a run's last.pt or a round's pruned.pt")
-        model, arch = export_model(ckpt)
-        dense = _build({"name": arch["name"], "kwargs": {k: v for k, v in arch["kwargs"].items()
-                                                         if k not in ("block_heads", "block_mlp_dims")}})
-        dense.load_state_dict(fold_masks(ckpt["model"])[0])
-        dense.eval()
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
-    test = None
-    if args.data_root:
-        from vit16.config import from_dict
-        from vit16.data import build_data
-
-        cfg = from_dict(ckpt["config"])
-        cfg.data.val_size = 0  # only the test split is used
-        try:
-            data = build_data(cfg, device, data_root=args.data_root, micro_batch_size=args.batch_size)
-        except (FileNotFoundError, ValueError) as err:  # DataNotFoundError, ConfigError
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        test = compare_on(data.test, dense.to(device), model.to(device))
-    img = dense.patch_embed.img_size
-    x = torch.randn(args.batch_size, 3, img, img, generator=torch.Generator().manual_seed(0)).to(device)
-    dense.to(device)
-    model.to(device)
-    with torch.inference_mode():
-        diff = (dense(x[:32]) - model(x[:32])).abs().max().item()
-    speeds = {"dense": 0.0, "exported": 0.0}
-    for _ in range(3):  # alternate, keep each model's best: both see the same machine state
-        for name, m in (("dense", dense), ("exported", model)):
-            speeds[name] = max(speeds[name], inference_speed(m, x, args.steps))
-    n_dense = sum(t.numel() for t in dense.parameters())
-    n_small = sum(t.numel() for t in model.parameters())
-    save_checkpoint(args.out, {"model": model.state_dict(), "arch": arch, "config": ckpt["config"],
-                               "num_classes": ckpt.get("num_classes"), "source": str(args.checkpoint)})
-    heads, neurons = arch["kwargs"]["block_heads"], arch["kwargs"]["block_mlp_dims"]
-    print(f"heads per block {' '.join(map(str, heads))} | MLP neurons per block "
-          f"{' '.join(map(str, neurons))}")
-    print(f"params: dense {n_dense:,} -> exported {n_small:,} ({100 * n_small / n_dense:.1f}%)")
-    print(f"max |logit difference| exported vs masked: {diff:.2e} (batch of 32)")
-    if test is not None:
-        print(f"test set ({test['count']:,} images): masked top-1 {test['top1_a']:.2f}%, exported top-1 "
-              f"{test['top1_b']:.2f}%, max |logit difference| {test['max_diff']:.2e}")
-    print(f"inference on {args.device}, batch {args.batch_size}: dense {speeds['dense']:,.0f} images/s, "
-          f"exported {speeds['exported']:,.0f} images/s ({speeds['exported'] / speeds['dense']:.2f}x)")
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

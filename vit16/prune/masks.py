@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from vit16.models.state import fold_masks
+
 __all__ = [
     "PRUNABLE",
     "apply_masks",
@@ -97,22 +99,3 @@ def sparsity(weights: dict[str, torch.Tensor]) -> float:
     total = sum(w.numel() for w in weights.values())
     return 100.0 * zeros / max(total, 1)
 
-
-def fold_masks(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Turn a masked state dict (``X.weight_orig`` + ``X.weight_mask``) into a
-    plain one (``X.weight = orig * mask``).
-
-    Returns:
-        ``(state_dict, masks)``: the plain state dict (other keys unchanged) and
-        ``{"X": mask}`` for every masked layer (empty for a dense state dict).
-    """
-    out, masks = {}, {}
-    for key, value in state_dict.items():
-        if key.endswith(".weight_orig"):
-            layer = key.removesuffix(".weight_orig")
-            mask = state_dict[f"{layer}.weight_mask"]
-            out[f"{layer}.weight"] = value * mask
-            masks[layer] = mask
-        elif not key.endswith(".weight_mask"):
-            out[key] = value
-    return out, masks

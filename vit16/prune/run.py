@@ -35,6 +35,7 @@ from torch import nn
 from vit16 import distributed
 from vit16.checkpoint import git_commit, load_checkpoint, save_checkpoint
 from vit16.config import ConfigError, ExperimentConfig
+from vit16.engine import evaluate
 from vit16.prune.masks import (
     apply_masks,
     fold_masks,
@@ -44,7 +45,10 @@ from vit16.prune.masks import (
     sparsity,
 )
 from vit16.prune.methods import METHODS, SCOPES, next_masks, rsst_lambda
+from vit16.prune.export import export_model
 from vit16.results import PRUNE_COLUMNS, append_result, device_name
+from vit16.runtime import Runtime, build_model, build_run_data, load_init, seed_everything, setup_runtime
+from vit16.trainer import train
 
 __all__ = ["DEFAULT_RESULTS", "check_prune_config", "run_pruning"]
 
@@ -73,8 +77,19 @@ def check_prune_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"prune.rewind_epoch = {p.rewind_epoch} must be in [0, epochs = {cfg.epochs}]")
     if p.reg < 0:
         raise ConfigError(f"prune.reg = {p.reg} must be >= 0")
-    if not cfg.model.name.startswith("vit"):
+    if not _is_vit(cfg):
         raise ConfigError(f"pruning works on ViT models, not {cfg.model.name!r}; choose a vit_* model")
+
+
+def _is_vit(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg.model.name`` builds a :class:`vit16.models.VisionTransformer`
+    (with its defaults, on the meta device: no memory, no init)."""
+    from vit16.models import VisionTransformer
+    from vit16.registry import MODELS
+
+    with torch.device("meta"):
+        model = MODELS.build(cfg.model.name)
+    return isinstance(model, VisionTransformer)
 
 
 class RsstPenalty:
@@ -140,110 +155,38 @@ def run_pruning(
         ConfigError: a bad ``[NAME.prune]`` table (:func:`check_prune_config`).
         Everything :func:`vit16.trainer.train` raises.
     """
-    from vit16.prune.export import export_model
-    from vit16.trainer import (
-        batch_geometry,
-        build_model,
-        dist_env,
-        load_init,
-        resolve_device,
-        seed_everything,
-        train,
-    )
-
     check_prune_config(cfg)
-    p = cfg.prune
-    rank, world_size = dist_env()
-    is_main = rank == 0
-    device = resolve_device(device)
-    if world_size > 1:
-        device = distributed.setup(device, rank, world_size)
+    rt = setup_runtime(cfg, device)
     out_dir = Path(out_dir)
-    if is_main:
+    if rt.is_main:
         if not resume:
             for old in [*out_dir.glob("round_*"), out_dir / "rewind.pt"]:
                 shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
         out_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
-    micro, _ = batch_geometry(cfg.batch_size, cfg.micro_batch_size, world_size)
-    seed_everything(cfg.seed)
     if data is None:
-        from vit16.data import build_data
-
-        data = build_data(cfg, device, rank=rank, world_size=world_size, data_root=data_root,
-                          micro_batch_size=micro)
-    round_cfg = dataclasses.replace(cfg, init="")  # the rounds start from rewind.pt, not init
-    rewind_path = out_dir / "rewind.pt"
-    commit = git_commit()
-    rows = []
-
-    def save_rewind(model: nn.Module, epoch: int) -> None:
-        if is_main:
-            save_checkpoint(rewind_path, {"model": model.state_dict(), "epoch": epoch,
-                                          "config": cfg.to_dict(), "num_classes": data.num_classes})
-
-    def fresh_model() -> nn.Module:
+        data = build_run_data(cfg, rt, data_root)
+    else:
         seed_everything(cfg.seed)
-        return build_model(round_cfg, data.num_classes)
-
-    for r in range(p.rounds):
+    rounds = _Rounds(cfg, rt, out_dir, data, git_commit())
+    rows = []
+    for r in range(cfg.prune.rounds):
         rdir = out_dir / f"round_{r:02d}"
         if (rdir / "round.json").exists():
             rows.append(json.loads((rdir / "round.json").read_text()))
             continue
-        model = fresh_model()
-        depth, head_dim = len(model.blocks), model.blocks[0].attn.head_dim
-        penalty = train_masks = final_masks = drop = None
-        epoch_hook = None
-        if r == 0:
-            prunable_linears(model)  # a non-ViT fails here, before training
-            if cfg.init:
-                load_init(model, cfg.init)
-            if p.rewind_epoch == 0:
-                save_rewind(model, 0)
-            else:
-                def epoch_hook(epoch: int, model=model) -> None:
-                    if epoch == p.rewind_epoch:
-                        save_rewind(model, epoch)
-        else:
-            prev_state, prev_masks = _load_round(out_dir / f"round_{r - 1:02d}" / "pruned.pt")
-            prev_masks = prev_masks or ones_masks(model)
-            weights = {n: prev_state[f"{n}.weight"] for n in prev_masks}
-            final_masks = next_masks(p.method, weights, prev_masks, p.rate, p.scope, depth, head_dim)
-            train_masks = prev_masks if p.method == "rsst" else final_masks
-            model.load_state_dict(load_checkpoint(rewind_path, "cpu")["model"])
-            apply_masks(model, train_masks)
-            if p.method == "rsst" and p.reg > 0:
-                drop = {n: train_masks[n] * (1 - final_masks[n]) for n in final_masks}
-                penalty = RsstPenalty(model, drop, p.reg, p.reg_exponent)
-        norm_start = penalty.norm() if penalty else None
-        summary = train(round_cfg, rdir, device=device, resume=True, results_file=None,
-                        overrides=overrides, model=model, data=data, grad_hook=penalty,
-                        epoch_hook=epoch_hook)
+        plan = rounds.plan(r)
+        norm_start = plan.penalty.norm() if plan.penalty else None
+        summary = train(rounds.round_cfg, rdir, device=rt.device, resume=True, results_file=None,
+                        overrides=overrides, model=plan.model, data=data, grad_hook=plan.penalty,
+                        epoch_hook=plan.epoch_hook)
         distributed.barrier()  # rank 0's last.pt is complete
-
-        # the round's result: its final weights under its final masks
-        state, _ = _load_round(rdir / "last.pt")
-        model = fresh_model()
-        model.load_state_dict(state)
-        if r > 0:
-            apply_masks(model, final_masks)
-        model.to(device)
-        row = _measure(model, data)
-        pruned = {"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                  "config": cfg.to_dict(), "num_classes": data.num_classes, "round": r,
-                  "git_commit": commit}
-        exported, arch = export_model(pruned)  # the structures still acting, and their size
-        row.update(heads=arch["kwargs"]["block_heads"], neurons=arch["kwargs"]["block_mlp_dims"],
-                   params=sum(t.numel() for t in exported.parameters()))
-        row.update(round=r, summary=summary, penalised_norm_start=norm_start, penalised_norm_end=None)
-        if drop is not None:
-            row["penalised_norm_end"] = float(sum(((state[f"{n}.weight"] * d) ** 2).sum()
-                                                  for n, d in drop.items()) ** 0.5)
-        if is_main:
+        row, pruned = rounds.measure(r, plan, summary)
+        row["penalised_norm_start"] = norm_start
+        if rt.is_main:
             save_checkpoint(rdir / "pruned.pt", pruned)
             if results_file is not None:
-                append_result(results_file, _table_row(cfg, row, device, commit, overrides),
+                append_result(results_file, _table_row(cfg, row, rt.device, rounds.commit, overrides),
                               columns=PRUNE_COLUMNS)
             tmp = rdir / "round.json.tmp"
             tmp.write_text(json.dumps(row, indent=2) + "\n")
@@ -254,10 +197,99 @@ def run_pruning(
     return rows
 
 
+@dataclasses.dataclass
+class _RoundPlan:
+    """How round ``r`` trains: its model (masked for ``r > 0``), the RSST
+    penalty, the masks it ends with, and the rewind hook of round 0."""
+
+    model: nn.Module
+    final_masks: dict[str, torch.Tensor] | None = None
+    drop: dict[str, torch.Tensor] | None = None  # the weights RSST's penalty fades
+    penalty: RsstPenalty | None = None
+    epoch_hook: Any = None
+
+
+@dataclasses.dataclass
+class _Rounds:
+    """What the rounds of one pruning run share."""
+
+    cfg: ExperimentConfig
+    rt: Runtime
+    out_dir: Path
+    data: Any
+    commit: str
+
+    def __post_init__(self) -> None:
+        self.round_cfg = dataclasses.replace(self.cfg, init="")  # rounds start from rewind.pt
+        self.rewind_path = self.out_dir / "rewind.pt"
+
+    def fresh_model(self) -> nn.Module:
+        seed_everything(self.cfg.seed)
+        return build_model(self.round_cfg, self.data.num_classes)
+
+    def save_rewind(self, model: nn.Module, epoch: int) -> None:
+        if self.rt.is_main:
+            save_checkpoint(self.rewind_path, {"model": model.state_dict(), "epoch": epoch,
+                                               "config": self.cfg.to_dict(),
+                                               "num_classes": self.data.num_classes})
+
+    def plan(self, r: int) -> _RoundPlan:
+        """Round ``r``'s starting model and masks (module docstring, steps 1-3)."""
+        p, model = self.cfg.prune, self.fresh_model()
+        if r == 0:
+            prunable_linears(model)  # a non-ViT fails here, before training
+            if self.cfg.init:
+                load_init(model, self.cfg.init)
+            if p.rewind_epoch == 0:
+                self.save_rewind(model, 0)
+                return _RoundPlan(model)
+
+            def epoch_hook(epoch: int) -> None:
+                if epoch == p.rewind_epoch:
+                    self.save_rewind(model, epoch)
+
+            return _RoundPlan(model, epoch_hook=epoch_hook)
+        depth, head_dim = len(model.blocks), model.blocks[0].attn.head_dim
+        prev_state, prev_masks = _load_round(self.out_dir / f"round_{r - 1:02d}" / "pruned.pt")
+        prev_masks = prev_masks or ones_masks(model)
+        weights = {n: prev_state[f"{n}.weight"] for n in prev_masks}
+        final_masks = next_masks(p.method, weights, prev_masks, p.rate, p.scope, depth, head_dim)
+        train_masks = prev_masks if p.method == "rsst" else final_masks
+        model.load_state_dict(load_checkpoint(self.rewind_path, "cpu")["model"])
+        apply_masks(model, train_masks)
+        plan = _RoundPlan(model, final_masks)
+        if p.method == "rsst" and p.reg > 0:
+            plan.drop = {n: train_masks[n] * (1 - final_masks[n]) for n in final_masks}
+            plan.penalty = RsstPenalty(model, plan.drop, p.reg, p.reg_exponent)
+        return plan
+
+    def measure(self, r: int, plan: _RoundPlan,
+                summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Round ``r``'s result, its final weights under its final masks: the
+        measured row and the ``pruned.pt`` checkpoint (module docstring, step 4)."""
+        rdir = self.out_dir / f"round_{r:02d}"
+        state, _ = _load_round(rdir / "last.pt")
+        model = self.fresh_model()
+        model.load_state_dict(state)
+        if r > 0:
+            apply_masks(model, plan.final_masks)
+        model.to(self.rt.device)
+        row = _measure(model, self.data)
+        pruned = {"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                  "config": self.cfg.to_dict(), "num_classes": self.data.num_classes, "round": r,
+                  "git_commit": self.commit}
+        exported, arch = export_model(pruned)  # the structures still acting, and their size
+        row.update(heads=arch["kwargs"]["block_heads"], neurons=arch["kwargs"]["block_mlp_dims"],
+                   params=sum(t.numel() for t in exported.parameters()))
+        row.update(round=r, summary=summary, penalised_norm_start=None, penalised_norm_end=None)
+        if plan.drop is not None:
+            row["penalised_norm_end"] = float(sum(((state[f"{n}.weight"] * d) ** 2).sum()
+                                                  for n, d in plan.drop.items()) ** 0.5)
+        return row, pruned
+
+
 def _measure(model: nn.Module, data: Any) -> dict[str, Any]:
     """Sparsity and val/test top-1 of a (masked) model."""
-    from vit16.trainer import evaluate
-
     val = evaluate(model, data.val) if data.val is not None and len(data.val) else None
     test = evaluate(model, data.test) if data.test is not None and len(data.test) else None
     return {"sparsity": sparsity(masked_weights(model)),

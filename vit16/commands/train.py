@@ -1,5 +1,5 @@
-"""``train.py``: run one experiment of ``experiments.toml``, list them, or show
-one resolved.
+"""``python -m vit16 train`` (``train.py``): run one experiment of
+``experiments.toml``, list them, or show one resolved.
 
     python train.py small_vit_cifar --set optim.lr=3e-4 --data-root ../shared/data
     python train.py --dry-run vitb16_cifar_scratch
@@ -11,26 +11,28 @@ one resolved.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from pathlib import Path
 
 import torch
 
+from vit16.commands.common import add_device_argument, choose_device, reports_user_errors
 from vit16.config import ConfigError, ExperimentConfig, load_tables, resolve
-from vit16.checkpoint import CheckpointError
-from vit16.registry import UnknownNameError
-from vit16.trainer import ResumeMismatchError, TrainingDivergedError
+from vit16.experiment import DEFAULT_EXPERIMENTS, default_results_file, run_experiment
 
-# Errors that mean bad input (config, names, files), reported as one line;
-# VIT16_DEBUG=1 shows the traceback instead.
-USER_ERRORS = (ValueError, UnknownNameError, FileNotFoundError, CheckpointError,
-               ResumeMismatchError, TrainingDivergedError)
-
-DEFAULT_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments.toml"
+__all__ = ["count_params", "main", "parse_args", "print_list", "toml_dumps"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``train.py``'s arguments (``--help`` describes them).
+
+    Args:
+        argv: the arguments, ``None`` for ``sys.argv[1:]``.
+
+    Returns:
+        the parsed namespace.
+
+    Raises:
+        SystemExit: ``--help``, or bad usage (exit code 2, argparse's message).
+    """
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train a Vision Transformer experiment from experiments.toml.",
@@ -43,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="run directory (default: runs/NAME)")
     p.add_argument("--results", help="markdown table that gets one row per finished run (default: "
                    "results/RESULTS.md; results/PRUNING.md, one row per round, for a [NAME.prune] table)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    add_device_argument(p)
     p.add_argument("--no-resume", action="store_true",
                    help="start over even if the run directory has last.pt")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -63,7 +65,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def toml_dumps(d: dict, prefix: str = "") -> str:
-    """A small TOML writer for a resolved config (scalars, lists, nested tables)."""
+    """A small TOML writer for a resolved config.
+
+    Args:
+        d: scalars, lists and nested tables (``ExperimentConfig.to_dict()``).
+        prefix: dotted name of the table ``d`` is (for its sub-table headers).
+
+    Returns:
+        the TOML text, ending in a newline.
+    """
 
     def value(v):
         if isinstance(v, bool):
@@ -82,30 +92,15 @@ def toml_dumps(d: dict, prefix: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_file(cfg: ExperimentConfig, given: str | None) -> str:
-    """``--results``, else the default table of ``cfg``'s kind of run."""
-    if given:
-        return given
-    from vit16.prune import DEFAULT_RESULTS as PRUNING_RESULTS
-
-    return PRUNING_RESULTS if cfg.prune.method else "results/RESULTS.md"
-
-
-def run_experiment(cfg: ExperimentConfig, out_dir: str, **kwargs) -> object:
-    """Train ``cfg`` (:func:`vit16.trainer.train`), or run its pruning rounds
-    (:func:`vit16.prune.run_pruning`) when ``cfg.prune.method`` is set. Keyword
-    arguments as theirs (``data_root``, ``device``, ``resume``, ``results_file``, ``overrides``)."""
-    if cfg.prune.method:
-        from vit16.prune import run_pruning
-
-        return run_pruning(cfg, out_dir, **kwargs)
-    from vit16.trainer import train
-
-    return train(cfg, out_dir, **kwargs)
-
-
 def count_params(cfg: ExperimentConfig, num_classes: int | None = None) -> int:
     """Parameters of the experiment's model, built on the meta device (no memory, no init).
+
+    Args:
+        cfg: the resolved experiment.
+        num_classes: classes of the head when ``cfg.model`` does not set them.
+
+    Returns:
+        the number of parameters.
 
     Raises:
         vit16.UnknownNameError: unknown model name.
@@ -121,7 +116,14 @@ def count_params(cfg: ExperimentConfig, num_classes: int | None = None) -> int:
 
 
 def print_list(tables: dict) -> None:
-    """Rich tables of the experiments and of every registered model, data set and schedule."""
+    """Print rich tables of the experiments and of every registered model, data set and schedule.
+
+    Args:
+        tables: the experiment tables (:func:`vit16.config.load_tables`).
+
+    Raises:
+        ConfigError, vit16.UnknownNameError: a table that does not resolve.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -144,52 +146,62 @@ def print_list(tables: dict) -> None:
         console.print(f"[bold]{registry.kind}s:[/bold] {', '.join(registry.names())}")
 
 
+def check_names(cfg: ExperimentConfig) -> None:
+    """Fail on an unknown model, data set or schedule name, or a bad
+    ``[NAME.prune]`` table, before any work.
+
+    Raises:
+        vit16.UnknownNameError: an unknown name.
+        ConfigError: a bad pruning table.
+    """
+    import vit16
+
+    for registry, name in ((vit16.MODELS, cfg.model.name), (vit16.DATASETS, cfg.data.name),
+                           (vit16.SCHEDULES, cfg.schedule.name)):
+        registry.get(name)
+    if cfg.prune.method:
+        from vit16.prune import check_prune_config
+
+        check_prune_config(cfg)
+
+
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``train.py``. Returns the process exit code; bad input
-    prints one ``error:`` line to stderr and returns 2."""
+    """Entry point of ``train.py`` and ``python -m vit16 train``.
+
+    Args:
+        argv: the arguments, ``None`` for ``sys.argv[1:]``.
+
+    Returns:
+        the process exit code: 0, or 2 for bad input (one ``error:`` line on stderr).
+    """
     args = parse_args(argv)
-    import vit16  # registers models, data sets, schedules
-
-    try:
-        tables = load_tables(args.experiments)
-        if args.list:
-            print_list(tables)
-            return 0
-        if not args.name:
-            raise ConfigError("name an experiment (python train.py --list shows them)")
-        if (args.sweep or args.local) and not args.submit:
-            raise ConfigError(f"{'--sweep' if args.sweep else '--local'} needs --submit "
-                              f"(python train.py --submit {args.name or 'NAME'} ...)")
-        cfg = resolve(args.name, tables, args.overrides)
-        for registry, name in ((vit16.MODELS, cfg.model.name), (vit16.DATASETS, cfg.data.name),
-                               (vit16.SCHEDULES, cfg.schedule.name)):
-            registry.get(name)  # unknown names fail here, before any work
-        if cfg.prune.method:
-            from vit16.prune import check_prune_config
-
-            check_prune_config(cfg)
-        if args.dry_run:
-            print(f"# experiment {cfg.name}: {count_params(cfg) / 1e6:.2f}M parameters")
-            print(toml_dumps(cfg.to_dict()), end="")
-            return 0
-        if args.submit:  # the job may run where CUDA is, so --device is not checked here
-            from vit16.slurm import describe, plan_runs, submit
-
-            runs, folder = plan_runs(args.name, tables, args.overrides, args.sweep, args.out,
-                                     resume=not args.no_resume)
-            submitted = submit(runs, folder, local=args.local, data_root=args.data_root,
-                               device=args.device, results_file=results_file(cfg, args.results))
-            print(describe(submitted), flush=True)
-            return 0
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        run_experiment(cfg, args.out or f"runs/{cfg.name}", data_root=args.data_root, device=device,
-                       resume=not args.no_resume, results_file=results_file(cfg, args.results),
-                       overrides=args.overrides)
+    tables = load_tables(args.experiments)
+    if args.list:
+        print_list(tables)
         return 0
-    except USER_ERRORS as err:
-        if os.environ.get("VIT16_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if not args.name:
+        raise ConfigError("name an experiment (python train.py --list shows them)")
+    if (args.sweep or args.local) and not args.submit:
+        raise ConfigError(f"{'--sweep' if args.sweep else '--local'} needs --submit "
+                          f"(python train.py --submit {args.name or 'NAME'} ...)")
+    cfg = resolve(args.name, tables, args.overrides)
+    check_names(cfg)
+    if args.dry_run:
+        print(f"# experiment {cfg.name}: {count_params(cfg) / 1e6:.2f}M parameters")
+        print(toml_dumps(cfg.to_dict()), end="")
+        return 0
+    results = args.results or default_results_file(cfg)
+    if args.submit:  # the job may run where CUDA is, so --device is not checked here
+        from vit16.slurm import describe, plan_runs, submit
+
+        runs, folder = plan_runs(args.name, tables, args.overrides, args.sweep, args.out,
+                                 resume=not args.no_resume)
+        submitted = submit(runs, folder, local=args.local, data_root=args.data_root,
+                           device=args.device, results_file=results)
+        print(describe(submitted), flush=True)
+        return 0
+    run_experiment(cfg, args.out or f"runs/{cfg.name}", data_root=args.data_root,
+                   device=choose_device(args.device), resume=not args.no_resume,
+                   results_file=results, overrides=args.overrides)
+    return 0

@@ -1,7 +1,7 @@
-"""``python -m vit16.fewshot``: linear few-shot evaluation of frozen features
+"""``python -m vit16 fewshot``: linear few-shot evaluation of frozen features
 (paper section 4.1 and Fig. 4; the few-shot columns of appendix D).
 
-    python -m vit16.fewshot runs/quick --dataset cifar10 --shots 1,5,10,25 --seeds 3 \\
+    python -m vit16 fewshot runs/quick --dataset cifar10 --shots 1,5,10,25 --seeds 3 \\
         --data-root ../shared/data --out results/fewshot_quick
 
 For every shot count k and seed: k random training images per class, their
@@ -18,18 +18,17 @@ sample standard deviation, min and max over seeds, and every seed's result.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from vit16.analysis.loading import add_model_arguments
-from vit16.checkpoint import CheckpointError
-from vit16.registry import UnknownNameError
-
-USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, UnknownNameError)
+from vit16.commands.common import (
+    add_device_argument,
+    add_model_arguments,
+    choose_device,
+    reports_user_errors,
+)
 
 
 def _int_list(text: str) -> list[int]:
@@ -43,7 +42,18 @@ def _int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m vit16.fewshot",
+    """The command's arguments (``--help`` describes them).
+
+    Args:
+        argv: the arguments, ``None`` for ``sys.argv[1:]``.
+
+    Returns:
+        the parsed namespace.
+
+    Raises:
+        SystemExit: ``--help``, or bad usage such as ``--shots 1,zero`` (exit code 2).
+    """
+    p = argparse.ArgumentParser(prog="python -m vit16 fewshot",
                                 description="Linear few-shot top-1 of frozen ViT features "
                                             "(regularised least squares, paper section 4.1).")
     add_model_arguments(p, dataset_help="few-shot data set")
@@ -54,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-limit", type=int, default=0,
                    help="class-balanced test images (0 = the whole test set)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    add_device_argument(p)
     p.add_argument("--out", metavar="DIR", help="write fewshot.json and fewshot.csv here")
     return p.parse_args(argv)
 
@@ -105,22 +115,21 @@ def write_outputs(report: dict, out: str | Path) -> list[Path]:
                                             "mean_top1", "std_top1"), rows)]
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. Returns the exit code; bad input prints one ``error:`` line and returns 2."""
+    """Entry point of ``python -m vit16 fewshot``: evaluate, print, write ``--out``.
+
+    Args:
+        argv: the arguments, ``None`` for ``sys.argv[1:]``.
+
+    Returns:
+        the process exit code: 0, or 2 for bad input (one ``error:`` line on stderr).
+    """
     args = parse_args(argv)
-    try:
-        if args.seeds < 1 or args.holdout < 1 or args.test_limit < 0 or args.batch_size < 1:
-            raise ValueError("--seeds, --holdout and --batch-size must be >= 1, --test-limit >= 0")
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        report = evaluate(args, device)
-        files = write_outputs(report, args.out) if args.out else []
-    except USER_ERRORS as err:
-        if os.environ.get("VIT16_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.seeds < 1 or args.holdout < 1 or args.test_limit < 0 or args.batch_size < 1:
+        raise ValueError("--seeds, --holdout and --batch-size must be >= 1, --test-limit >= 0")
+    report = evaluate(args, choose_device(args.device))
+    files = write_outputs(report, args.out) if args.out else []
     print(f"{report['model']} on {report['data']}: linear few-shot top-1 (%) over "
           f"{len(report['seeds'])} seed(s), {report['test_images']} test images")
     for r in report["results"]:
@@ -130,7 +139,3 @@ def main(argv: list[str] | None = None) -> int:
     if files:
         print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

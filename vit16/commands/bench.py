@@ -1,8 +1,9 @@
-"""Benchmark: training images/s and model FLOPs utilisation (MFU) of every
-registered model, and the data pipeline's images/s alone. Prints a markdown table.
+"""``python -m vit16 bench``: training images/s and model FLOPs utilisation
+(MFU) of every registered model, and the data pipeline's images/s alone.
+Prints markdown tables.
 
-    python -m vit16.bench --device cuda --batch-size 256
-    python -m vit16.bench --device cpu --models vit_tiny,vit_small_cifar --batch-size 32
+    python -m vit16 bench --device cuda --batch-size 256
+    python -m vit16 bench --device cpu --models vit_tiny,vit_small_cifar --batch-size 32
 
 MFU = (FLOPs of one training step, counted by ``torch.utils.flop_counter``)
 x (steps/s) / (the device's peak dense FLOP/s). Peaks are the vendors' dense
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import vit16
+from vit16.commands.common import choose_device, reports_user_errors
 
 # Dense bf16 peak FLOP/s, vendor data sheets (no sparsity).
 GPU_PEAK_FLOPS = {"H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
@@ -94,9 +96,46 @@ def bench_model(name: str, device: torch.device, batch_size: int, steps: int,
             "params": sum(p.numel() for p in model.parameters()), "img_size": size}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+def print_data_table(experiments: list[str], device: torch.device, data_root: str | None) -> None:
+    """Print the markdown table of the training data pipeline's images/s alone.
+
+    Args:
+        experiments: experiments of the repository's ``experiments.toml``.
+        device: where the augmented batches go.
+        data_root: folder holding the data sets (``None``: each table's).
+
+    Raises:
+        ConfigError, vit16.UnknownNameError, DataNotFoundError: a bad experiment or missing data.
+    """
+    from vit16.config import load_tables, resolve
+    from vit16.data import data_throughput
+    from vit16.experiment import DEFAULT_EXPERIMENTS
+
+    tables = load_tables(DEFAULT_EXPERIMENTS)
+    print("\n| data pipeline (train split, augmentation included) | images/s |")
+    print("|---|---|")
+    for exp in experiments:
+        cfg = resolve(exp, tables, [] if data_root is None else [f"data.root={data_root!r}"])
+        rate = data_throughput(cfg, device)
+        print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
+              f"augment: crop {cfg.data.crop_padding}, {cfg.data.auto_augment or 'no policy'}, "
+              f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
+
+
+@reports_user_errors
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m vit16 bench``: print the models' and the data pipeline's tables.
+
+    Args:
+        argv: the arguments, ``None`` for ``sys.argv[1:]``.
+
+    Returns:
+        the process exit code: 0, or 2 for bad input (one ``error:`` line on stderr).
+    """
+    p = argparse.ArgumentParser(prog="python -m vit16 bench",
+                                description="Training images/s and MFU of the registered models, "
+                                            "and images/s of the data pipeline alone.")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--models", default=",".join(MODELS_32 + MODELS_224),
                    help="comma-separated registered model names")
     p.add_argument("--batch-size", type=int, default=64, help="batch for 32px models")
@@ -106,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="experiments whose training data pipeline is timed alone ('' = none)")
     p.add_argument("--data-root", default=None)
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     peak = peak_flops(device)
     print(f"device: {device_name(device)}; torch {torch.__version__}; "
           f"peak for MFU: {peak / 1e12:.2f} TFLOP/s "
@@ -122,20 +161,5 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['images_per_s']:,.{1 if r['images_per_s'] < 100 else 0}f} | "
               f"{r['step_flops'] / batch / 1e9:.2f} | {mfu} |", flush=True)
     if args.data:
-        from vit16.cli import DEFAULT_EXPERIMENTS
-        from vit16.config import load_tables, resolve
-        from vit16.data import data_throughput
-
-        tables = load_tables(DEFAULT_EXPERIMENTS)
-        print("\n| data pipeline (train split, augmentation included) | images/s |")
-        print("|---|---|")
-        for exp in args.data.split(","):
-            cfg = resolve(exp, tables, [] if args.data_root is None else [f"data.root={args.data_root!r}"])
-            rate = data_throughput(cfg, device)
-            print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
-                  f"augment: crop {cfg.data.crop_padding}, {cfg.data.auto_augment or 'no policy'}, "
-                  f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+        print_data_table(args.data.split(","), device, args.data_root)
+    return 0

@@ -1,0 +1,312 @@
+"""The resumable state of a run and the files of its run directory.
+
+    out_dir/last.pt        everything needed to resume (weights, optimizer,
+                           scaler, :class:`Counters`, every rank's RNG, config)
+    out_dir/best.pt        weights of the best validation top-1
+    out_dir/metrics.jsonl  one line per epoch
+    out_dir/summary.json   the finished run's summary
+
+:class:`RunDir` reads and checks ``last.pt`` before anything heavy is built
+(:func:`RunDir.read_resumable`), clears or trims a previous run's files, and
+writes the metrics and summary; :class:`Checkpointer` writes ``last.pt`` and
+``best.pt``. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from vit16 import distributed
+from vit16.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vit16.config import ExperimentConfig
+from vit16.runtime import seed_everything
+
+__all__ = [
+    "RESUME_IGNORED_KEYS",
+    "RESUME_KEYS",
+    "Checkpointer",
+    "Counters",
+    "ResumeMismatchError",
+    "RunDir",
+    "config_diff",
+    "restore_rng",
+]
+
+RESUME_KEYS = frozenset(
+    {"model", "optimizer", "rng", "config", "epoch", "batch_in_epoch", "step", "steps_per_epoch"}
+)
+"""Keys a ``last.pt`` must hold to be resumed from."""
+
+RESUME_IGNORED_KEYS = frozenset(
+    {
+        "description",
+        "base",
+        "max_steps",
+        "checkpoint_minutes",
+        "compile",
+        "eval_batch_size",
+        "data.root",
+        "data.download",
+        "data.num_workers",
+        "slurm",
+    }
+)
+"""Config keys that may differ between a checkpoint and the resuming run: they
+do not change the training math (where the data lives, when to stop or save).
+A table name (``"slurm"``) stands for every key under it."""
+
+
+class ResumeMismatchError(RuntimeError):
+    """``out_dir/last.pt`` was written with a different config; ``str(err)``
+    lists the differing keys and says to use a new ``--out`` or ``--no-resume``."""
+
+
+@dataclasses.dataclass
+class Counters:
+    """Where training is; saved flat into ``last.pt``."""
+
+    epoch: int = 0  # 0-based epoch in progress (== epochs done)
+    batch_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    step: int = 0  # optimizer steps done
+    best_val_top1: float = -1.0
+    best_epoch: int = 0
+    best_step: int = -1
+    train_seconds: float = 0.0  # time in the training loop (no eval), over all restarts
+    wall_seconds: float = 0.0  # time inside train(), over all restarts
+    images_seen: int = 0
+    epoch_loss_sum: float = 0.0  # sum of step losses of the epoch in progress
+    epoch_loss_steps: int = 0
+    epoch_train_seconds: float = 0.0
+    last_val: dict | None = None
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any] | None) -> "Counters":
+        """The counters saved in ``ckpt`` (fresh ones for ``None``)."""
+        if ckpt is None:
+            return cls()
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in ckpt.items() if k in fields})
+
+    def end_epoch(self) -> None:
+        """Move to the next epoch: its batch position and loss sums start at 0."""
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
+        self.epoch_train_seconds = 0.0
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(
+    old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str] = RESUME_IGNORED_KEYS
+) -> list[str]:
+    """Differences between two ``cfg.to_dict()`` dicts as ``"key: old -> new"``
+    strings (dotted keys, sorted), leaving out the keys in ``ignore``."""
+    a, b = _flatten(old), _flatten(new)
+    ignore = set(ignore)
+    missing = object()
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in ignore or key.split(".", 1)[0] in ignore:
+            continue
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            fa = "(unset)" if va is missing else repr(va)
+            fb = "(unset)" if vb is missing else repr(vb)
+            diffs.append(f"{key}: {fa} -> {fb}")
+    return diffs
+
+
+class RunDir:
+    """The files of one run directory (module docstring)."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir)
+        self.last = self.path / "last.pt"
+        self.best = self.path / "best.pt"
+        self.metrics = self.path / "metrics.jsonl"
+        self.summary = self.path / "summary.json"
+
+    def read_resumable(self, cfg: ExperimentConfig) -> dict[str, Any] | None:
+        """``last.pt`` loaded on the CPU and checked against ``cfg``, or ``None`` without one.
+
+        Raises:
+            CheckpointError: ``last.pt`` is truncated, corrupt, foreign or not resumable.
+            ResumeMismatchError: it was written with a different config.
+        """
+        if not self.last.exists():
+            return None
+        ckpt = load_checkpoint(self.last, "cpu")
+        missing = sorted(RESUME_KEYS - set(ckpt))
+        if missing:
+            raise CheckpointError(
+                f"{self.last} is a vit16 checkpoint but not a resumable last.pt (missing "
+                f"{', '.join(missing)}); delete it or pass --no-resume"
+            )
+        diff = config_diff(ckpt.get("config", {}), cfg.to_dict())
+        if diff:
+            raise ResumeMismatchError(
+                f"{self.last} was written with a different config ({len(diff)} differing: "
+                f"{'; '.join(diff)}); use a new --out directory, or --no-resume to start over"
+            )
+        return ckpt
+
+    def finished_summary(self, cfg: ExperimentConfig, ckpt: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``summary.json`` of a run that ``ckpt`` shows finished, else ``None``."""
+        target = cfg.epochs * ckpt.get("steps_per_epoch", 0)
+        if cfg.max_steps > 0:
+            target = min(target, cfg.max_steps)
+        if ckpt["step"] < target or not self.summary.exists():
+            return None
+        summary = json.loads(self.summary.read_text())
+        return summary if summary.get("steps") == ckpt["step"] else None
+
+    def prepare(self, resumed_epochs: int | None) -> None:
+        """Before training (rank 0): trim ``metrics.jsonl`` to the ``resumed_epochs``
+        done, or (``None``: a new run) delete a previous run's files; remove the
+        temporary files of a save that a kill interrupted."""
+        if resumed_epochs is not None:
+            self._trim_metrics(resumed_epochs)
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for stale in (self.last, self.best, self.metrics, self.summary):
+                stale.unlink(missing_ok=True)
+        for stale in [*self.path.glob(".last.pt.*.tmp"), *self.path.glob(".best.pt.*.tmp")]:
+            stale.unlink(missing_ok=True)
+
+    def _trim_metrics(self, keep_epochs: int) -> None:
+        """Keep only the rows of epochs ``<= keep_epochs`` (atomic rewrite)."""
+        if not self.metrics.exists():
+            return
+        kept = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                if line.strip() and json.loads(line).get("epoch", math.inf) <= keep_epochs:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
+        _write_atomic(self.metrics, "".join(line + "\n" for line in kept))
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Append one epoch's row to ``metrics.jsonl`` (flushed and fsync'ed)."""
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write ``summary.json`` atomically."""
+        _write_atomic(self.summary, json.dumps(summary, indent=2) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class Checkpointer:
+    """Writes ``last.pt`` and ``best.pt`` of a run, and keeps the run's wall clock.
+
+    ``save_last`` is a collective with several ranks: every rank calls it at
+    the same step and rank 0 stores every rank's RNG state.
+    """
+
+    run_dir: RunDir
+    cfg: ExperimentConfig
+    model: nn.Module  # the raw module (not DDP / compiled)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    counters: Counters
+    steps_per_epoch: int
+    num_classes: int
+    commit: str
+    rank: int
+    world_size: int
+    t_start: float  # time.monotonic() when train() started
+    wall_base: float = 0.0  # wall seconds of earlier invocations
+    last_saved_step: int | None = None
+    last_save_time: float = dataclasses.field(default_factory=time.monotonic)
+
+    def wall_now(self) -> float:
+        """Seconds inside train() over all invocations of this run."""
+        return self.wall_base + time.monotonic() - self.t_start
+
+    def due(self) -> bool:
+        """``checkpoint_minutes`` have passed since the last ``last.pt``."""
+        minutes = self.cfg.checkpoint_minutes
+        return minutes > 0 and time.monotonic() - self.last_save_time >= 60 * minutes
+
+    def save_last(self) -> None:
+        """Write ``last.pt`` (rank 0)."""
+        self.counters.wall_seconds = self.wall_now()
+        rng_ranks = distributed.all_gather_objects(rng_state()) if self.world_size > 1 else None
+        if self.rank == 0:
+            save_checkpoint(self.run_dir.last, {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                **dataclasses.asdict(self.counters),
+                "steps_per_epoch": self.steps_per_epoch,
+                "rng": rng_state(),
+                **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
+                "config": self.cfg.to_dict(),
+                "git_commit": self.commit,
+                "num_classes": self.num_classes,
+            })
+        self.last_saved_step = self.counters.step
+        self.last_save_time = time.monotonic()
+
+    def save_best(self, epoch: int, val_top1: float) -> None:
+        """Write ``best.pt`` (rank 0): the weights after 1-based ``epoch``."""
+        if self.rank == 0:
+            save_checkpoint(self.run_dir.best, {
+                "model": self.model.state_dict(), "epoch": epoch, "step": self.counters.step,
+                "val_top1": val_top1, "config": self.cfg.to_dict(), "git_commit": self.commit,
+                "num_classes": self.num_classes,
+            })
+
+    def kept_message(self) -> str:
+        """What a divergence leaves behind, for its error message."""
+        if self.last_saved_step is None:
+            return "no checkpoint was written yet"
+        return f"last good checkpoint kept: {self.run_dir.last} (step {self.last_saved_step})"
+
+
+def restore_rng(ckpt: dict[str, Any] | None, rank: int, world_size: int, seed: int, step: int) -> None:
+    """Set this rank's global RNG for the loop: the state ``ckpt`` saved (this
+    rank's, or rank 0's for a single process), else a rank-specific seed.
+
+    Rank 0 of a new run keeps the stream :func:`vit16.runtime.seed_everything`
+    started; a checkpoint written by another number of ranks reseeds ranks > 0
+    from ``(seed, rank, step)``. Call it last before the loop: nothing else may
+    draw from the global RNG.
+    """
+    if ckpt is not None:
+        rng_ranks = ckpt.get("rng_ranks") or []
+        if world_size > 1 and len(rng_ranks) == world_size:
+            set_rng_state(rng_ranks[rank])
+        elif rank == 0:
+            set_rng_state(ckpt["rng"])
+        else:  # the checkpoint was written by another number of ranks
+            seed_everything(distributed.rank_seed(seed, rank, step))
+    elif rank > 0:
+        seed_everything(distributed.rank_seed(seed, rank))
