@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
+import sys
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -27,22 +30,17 @@ from vit16.config import ExperimentConfig
 from vit16.optim import set_lr
 from vit16.progress import Progress
 from vit16.results import format_duration
-from vit16.runstate import Checkpointer, Counters
+from vit16.runstate import Checkpointer, Counters, RunInterrupted, TrainingDivergedError
 from vit16.runtime import Runtime, autocast
 
-__all__ = ["SYNC_EVERY", "SYNC_SECONDS", "Loop", "LossMonitor", "TrainingDivergedError",
-           "end_epoch", "evaluate", "optimizer_step", "train_one_epoch", "wrap_model"]
+__all__ = ["SYNC_EVERY", "SYNC_SECONDS", "Loop", "LossMonitor", "end_epoch", "evaluate",
+           "optimizer_step", "stop_on_ctrl_c", "train_one_epoch", "wrap_model"]
 
 SYNC_EVERY = 10
 """Optimizer steps between reading losses back from the device (progress + NaN check);
 also done when :data:`SYNC_SECONDS` have passed, and always before a checkpoint."""
 
 SYNC_SECONDS = 2.0
-
-
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite. ``str(err)`` names the step and
-    the last good checkpoint (which is kept) and suggests fixes."""
 
 
 def wrap_model(model: nn.Module, cfg: ExperimentConfig, device: torch.device,
@@ -153,6 +151,7 @@ class Loop:
     grad_hook: Callable[[int, int], None] | None = None
     epoch_hook: Callable[[int], None] | None = None
     lr: float = 0.0
+    stop_requested: bool = False  # set by Ctrl-C (stop_on_ctrl_c)
     seg_steps: int = 0  # steps done in this invocation, for the ETA
     seg_t0: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -292,9 +291,51 @@ def train_one_epoch(loop: Loop) -> bool:
         if ckpt_due:
             loop.ckpt.save_last()
             loop.monitor.t_mark = time.perf_counter()  # saving is not training time
+        if loop.stop_requested:
+            _stop_at_step(loop)
         if stop:
             break
     return epoch_done
+
+
+def _stop_at_step(loop: Loop) -> None:
+    """Ctrl-C was pressed: save ``last.pt`` at this step boundary and stop.
+
+    Raises:
+        RunInterrupted: always (names the step and how to resume).
+    """
+    if loop.monitor.pending:
+        loop.monitor.flush()
+    loop.ckpt.save_last()
+    c = loop.counters
+    raise RunInterrupted(
+        f"interrupted at optimizer step {c.step} (epoch {c.epoch + 1}); {loop.ckpt.run_dir.last} "
+        "holds it: run the same command again to resume"
+    )
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c(loop: Loop) -> Iterator[None]:
+    """While the block runs, Ctrl-C (SIGINT) asks :func:`train_one_epoch` to stop
+    after the current optimizer step and save ``last.pt``; a second Ctrl-C stops
+    at once (``KeyboardInterrupt``). Only for a single process in the main
+    thread: with several ranks the signal keeps its default behaviour."""
+    if loop.rt.world_size > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame) -> None:
+        if loop.stop_requested:
+            raise KeyboardInterrupt
+        loop.stop_requested = True
+        print("\nCtrl-C: stopping after this optimizer step and saving last.pt "
+              "(Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def end_epoch(loop: Loop, epoch_done: bool) -> None:

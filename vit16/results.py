@@ -24,6 +24,7 @@ __all__ = [
     "format_row",
     "header",
     "read_rows",
+    "utc_date",
 ]
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -64,6 +65,11 @@ PRUNE_COLUMNS: tuple[tuple[str, str], ...] = (
 """The pruning table (``results/PRUNING.md``): one row per pruning round
 (:mod:`vit16.prune`); ``sparsity`` is a % (float, 2 decimals), ``heads`` and
 ``neurons`` strings such as ``"3 3 2"``."""
+
+
+def utc_date() -> str:
+    """Now in UTC as the tables' ``date`` cell: ``YYYY-MM-DD HH:MM``."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def header(columns: tuple[tuple[str, str], ...] = COLUMNS) -> str:
@@ -136,7 +142,7 @@ def format_row(row: dict[str, Any], columns: tuple[tuple[str, str], ...] = COLUM
         )
     r = dict(row)
     if r.get("date") is None:
-        r["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        r["date"] = utc_date()
     if isinstance(r.get("params"), (int, float)):
         r["params"] = f"{r['params'] / 1e6:.2f}"
     if "epochs" in r:

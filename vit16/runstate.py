@@ -1,32 +1,22 @@
-"""The resumable state of a run and the files of its run directory.
-
-    out_dir/last.pt        everything needed to resume (weights, optimizer,
-                           scaler, :class:`Counters`, every rank's RNG, config)
-    out_dir/best.pt        weights of the best validation top-1
-    out_dir/metrics.jsonl  one line per epoch
-    out_dir/summary.json   the finished run's summary
-
-:class:`RunDir` reads and checks ``last.pt`` before anything heavy is built
-(:func:`RunDir.read_resumable`), clears or trims a previous run's files, and
-writes the metrics and summary; :class:`Checkpointer` writes ``last.pt`` and
-``best.pt``. Only rank 0 writes.
+"""The resumable state of a run: :class:`Counters` (where training is), the
+config check of a resume (:func:`config_diff`), :class:`Checkpointer` (writes
+``last.pt`` and ``best.pt``, never from non-finite weights) and the RNG
+restore. ``last.pt`` holds the weights, optimizer and scaler state, the
+counters, every rank's RNG state and the config; the run directory's files
+are :mod:`vit16.rundir`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
 import time
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from vit16 import distributed
-from vit16.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vit16.checkpoint import rng_state, save_checkpoint, set_rng_state
 from vit16.config import ExperimentConfig
 from vit16.runtime import seed_everything
 
@@ -36,7 +26,8 @@ __all__ = [
     "Checkpointer",
     "Counters",
     "ResumeMismatchError",
-    "RunDir",
+    "RunInterrupted",
+    "TrainingDivergedError",
     "config_diff",
     "restore_rng",
 ]
@@ -63,6 +54,17 @@ RESUME_IGNORED_KEYS = frozenset(
 """Config keys that may differ between a checkpoint and the resuming run: they
 do not change the training math (where the data lives, when to stop or save).
 A table name (``"slurm"``) stands for every key under it."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss, the weights or the optimizer state became NaN or
+    infinite. ``str(err)`` names the step and the last good checkpoint (which
+    is kept) and suggests fixes."""
+
+
+class RunInterrupted(RuntimeError):
+    """Ctrl-C stopped the run after an optimizer step; ``last.pt`` holds that
+    step, and ``str(err)`` says how to resume."""
 
 
 class ResumeMismatchError(RuntimeError):
@@ -134,94 +136,6 @@ def config_diff(
     return diffs
 
 
-class RunDir:
-    """The files of one run directory (module docstring)."""
-
-    def __init__(self, out_dir: str | os.PathLike):
-        self.path = Path(out_dir)
-        self.last = self.path / "last.pt"
-        self.best = self.path / "best.pt"
-        self.metrics = self.path / "metrics.jsonl"
-        self.summary = self.path / "summary.json"
-
-    def read_resumable(self, cfg: ExperimentConfig) -> dict[str, Any] | None:
-        """``last.pt`` loaded on the CPU and checked against ``cfg``, or ``None`` without one.
-
-        Raises:
-            CheckpointError: ``last.pt`` is truncated, corrupt, foreign or not resumable.
-            ResumeMismatchError: it was written with a different config.
-        """
-        if not self.last.exists():
-            return None
-        ckpt = load_checkpoint(self.last, "cpu")
-        missing = sorted(RESUME_KEYS - set(ckpt))
-        if missing:
-            raise CheckpointError(
-                f"{self.last} is a vit16 checkpoint but not a resumable last.pt (missing "
-                f"{', '.join(missing)}); delete it or pass --no-resume"
-            )
-        diff = config_diff(ckpt.get("config", {}), cfg.to_dict())
-        if diff:
-            raise ResumeMismatchError(
-                f"{self.last} was written with a different config ({len(diff)} differing: "
-                f"{'; '.join(diff)}); use a new --out directory, or --no-resume to start over"
-            )
-        return ckpt
-
-    def finished_summary(self, cfg: ExperimentConfig, ckpt: dict[str, Any]) -> dict[str, Any] | None:
-        """The ``summary.json`` of a run that ``ckpt`` shows finished, else ``None``."""
-        target = cfg.epochs * ckpt.get("steps_per_epoch", 0)
-        if cfg.max_steps > 0:
-            target = min(target, cfg.max_steps)
-        if ckpt["step"] < target or not self.summary.exists():
-            return None
-        summary = json.loads(self.summary.read_text())
-        return summary if summary.get("steps") == ckpt["step"] else None
-
-    def prepare(self, resumed_epochs: int | None) -> None:
-        """Before training (rank 0): trim ``metrics.jsonl`` to the ``resumed_epochs``
-        done, or (``None``: a new run) delete a previous run's files; remove the
-        temporary files of a save that a kill interrupted."""
-        if resumed_epochs is not None:
-            self._trim_metrics(resumed_epochs)
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            for stale in (self.last, self.best, self.metrics, self.summary):
-                stale.unlink(missing_ok=True)
-        for stale in [*self.path.glob(".last.pt.*.tmp"), *self.path.glob(".best.pt.*.tmp")]:
-            stale.unlink(missing_ok=True)
-
-    def _trim_metrics(self, keep_epochs: int) -> None:
-        """Keep only the rows of epochs ``<= keep_epochs`` (atomic rewrite)."""
-        if not self.metrics.exists():
-            return
-        kept = []
-        for line in self.metrics.read_text().splitlines():
-            try:
-                if line.strip() and json.loads(line).get("epoch", math.inf) <= keep_epochs:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        _write_atomic(self.metrics, "".join(line + "\n" for line in kept))
-
-    def append_metrics(self, row: dict[str, Any]) -> None:
-        """Append one epoch's row to ``metrics.jsonl`` (flushed and fsync'ed)."""
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        """Write ``summary.json`` atomically."""
-        _write_atomic(self.summary, json.dumps(summary, indent=2) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 @dataclasses.dataclass
 class Checkpointer:
     """Writes ``last.pt`` and ``best.pt`` of a run, and keeps the run's wall clock.
@@ -230,7 +144,7 @@ class Checkpointer:
     the same step and rank 0 stores every rank's RNG state.
     """
 
-    run_dir: RunDir
+    run_dir: Any  # a vit16.rundir.RunDir
     cfg: ExperimentConfig
     model: nn.Module  # the raw module (not DDP / compiled)
     optimizer: torch.optim.Optimizer
@@ -255,8 +169,37 @@ class Checkpointer:
         minutes = self.cfg.checkpoint_minutes
         return minutes > 0 and time.monotonic() - self.last_save_time >= 60 * minutes
 
+    def check_finite(self) -> None:
+        """Every floating-point tensor of the weights and the optimizer state is
+        finite (one device sync).
+
+        Raises:
+            TrainingDivergedError: one is not; names them and the checkpoint kept.
+        """
+        named = [(f"model.{k}", v) for k, v in self.model.state_dict().items()]
+        named += [(f"optimizer state {i}.{k}", v) for i, s in enumerate(self.optimizer.state.values())
+                  for k, v in s.items()]
+        named = [(n, v) for n, v in named if torch.is_tensor(v) and v.is_floating_point()]
+        if not named:
+            return
+        finite = torch.stack([torch.isfinite(v).all().to(named[0][1].device) for _, v in named])
+        if bool(finite.all()):
+            return
+        bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+        raise TrainingDivergedError(
+            f"training diverged: {len(bad)} tensor(s) non-finite after optimizer step "
+            f"{self.counters.step} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+            f"{self.kept_message()}; lower optim.lr, set optim.clip_grad_norm (e.g. 1.0) or "
+            "lengthen schedule.warmup_epochs"
+        )
+
     def save_last(self) -> None:
-        """Write ``last.pt`` (rank 0)."""
+        """Write ``last.pt`` (rank 0), never from non-finite weights or optimizer state.
+
+        Raises:
+            TrainingDivergedError: non-finite weights (:meth:`check_finite`).
+        """
+        self.check_finite()
         self.counters.wall_seconds = self.wall_now()
         rng_ranks = distributed.all_gather_objects(rng_state()) if self.world_size > 1 else None
         if self.rank == 0:
@@ -276,7 +219,12 @@ class Checkpointer:
         self.last_save_time = time.monotonic()
 
     def save_best(self, epoch: int, val_top1: float) -> None:
-        """Write ``best.pt`` (rank 0): the weights after 1-based ``epoch``."""
+        """Write ``best.pt`` (rank 0): the weights after 1-based ``epoch``.
+
+        Raises:
+            TrainingDivergedError: non-finite weights (:meth:`check_finite`).
+        """
+        self.check_finite()
         if self.rank == 0:
             save_checkpoint(self.run_dir.best, {
                 "model": self.model.state_dict(), "epoch": epoch, "step": self.counters.step,

@@ -25,6 +25,7 @@ Only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -35,15 +36,17 @@ from torch import nn
 
 from vit16.checkpoint import git_commit, load_checkpoint
 from vit16.config import ExperimentConfig
-from vit16.engine import Loop, TrainingDivergedError, end_epoch, train_one_epoch, wrap_model
+from vit16.engine import Loop, end_epoch, stop_on_ctrl_c, train_one_epoch, wrap_model
 from vit16.optim import build_optimizer
 from vit16.progress import Progress
-from vit16.results import append_result, device_name, format_duration
-from vit16.runstate import Checkpointer, Counters, ResumeMismatchError, RunDir, restore_rng
+from vit16.results import device_name, format_duration, utc_date
+from vit16.rundir import RunDir
+from vit16.runstate import (Checkpointer, Counters, ResumeMismatchError, RunInterrupted,
+                            TrainingDivergedError, restore_rng)
 from vit16.runtime import Runtime, build_model, build_run_data, load_init, seed_everything, setup_runtime
 from vit16.schedules import build_schedule
 
-__all__ = ["ResumeMismatchError", "TrainingDivergedError", "train"]
+__all__ = ["ResumeMismatchError", "RunInterrupted", "TrainingDivergedError", "train"]
 
 RESULT_KEYS = ("experiment", "model", "params", "dataset", "epochs", "val_top1", "test_top1",
                "test_top1_best", "device", "git_commit", "overrides", "wall_time_s", "images_per_s")
@@ -98,36 +101,53 @@ def train(
     t_start = time.monotonic()
     rt = setup_runtime(cfg, device)
     run_dir = RunDir(out_dir)
-    ckpt = run_dir.read_resumable(cfg) if resume else None
-    if ckpt is not None and (done := run_dir.finished_summary(cfg, ckpt)) is not None:
+    with contextlib.ExitStack() as owned:
+        if rt.is_main:  # before any data is built or any step trained
+            owned.enter_context(run_dir.claim(results_file))
+        ckpt = run_dir.read_resumable(cfg) if resume else None
+        if ckpt is not None and (done := run_dir.finished_summary(cfg, ckpt)) is not None:
+            if rt.is_main:
+                _report_finished(run_dir, ckpt, results_file)
+            return done
+        seed_everything(cfg.seed)
+        if data is None:
+            data = build_run_data(cfg, rt, data_root)
+        model, init_notes = _place_model(cfg, rt, model, data, ckpt)
+        loop = _build_loop(cfg, rt, run_dir, ckpt, model, data, t_start, grad_hook, epoch_hook)
+        loop.progress.log(_start_line(loop, ckpt, init_notes))
+        # last thing before the loop: nothing else may draw from the global RNG. With several
+        # ranks each has its own stream (dropout, drop-path); rank 0's is the single-process one.
+        restore_rng(ckpt, rt.rank, rt.world_size, cfg.seed, loop.counters.step)
+        loop.ckpt.last_save_time = loop.seg_t0 = time.monotonic()
+        with loop.progress, stop_on_ctrl_c(loop):
+            while loop.counters.step < loop.stop_step:
+                end_epoch(loop, train_one_epoch(loop))
+        summary = _summarise(loop, _test(loop), overrides)
         if rt.is_main:
-            print(f"{run_dir.path}: already finished at step {ckpt['step']}; returning its "
-                  "summary (pass --no-resume to train again)", flush=True)
-        return done
+            _write_results(loop, summary, results_file)
+        return summary
 
-    seed_everything(cfg.seed)
-    if data is None:
-        data = build_run_data(cfg, rt, data_root)
+
+def _report_finished(run_dir: RunDir, ckpt: dict, results_file) -> None:
+    """Say that the run is already finished; append its results row when the
+    named table lacks it (a row that could not be written, or another ``--results``)."""
+    appended = results_file is not None and run_dir.append_row(results_file)
+    note = f"; appended its results row to {results_file}" if appended else ""
+    print(f"{run_dir.path}: already finished at step {ckpt['step']}{note}; returning its "
+          "summary (pass --no-resume to train again)", flush=True)
+
+
+def _place_model(cfg: ExperimentConfig, rt: Runtime, model: nn.Module | None, data: Any,
+                 ckpt: dict | None) -> tuple[nn.Module, list[str] | None]:
+    """The run's model (built from ``cfg.model`` unless given) on its device, with
+    ``cfg.init`` weights for a new run; returns it and the init notes (``None``: no init)."""
     if model is None:
         model = build_model(cfg, data.num_classes)
     model.to(rt.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     init_notes = load_init(model, cfg.init) if cfg.init and ckpt is None else None
-    loop = _build_loop(cfg, rt, run_dir, ckpt, model, data, t_start, grad_hook, epoch_hook)
-    loop.progress.log(_start_line(loop, ckpt, init_notes))
-    # last thing before the loop: nothing else may draw from the global RNG. With several
-    # ranks each has its own stream (dropout, drop-path); rank 0's is the single-process one.
-    restore_rng(ckpt, rt.rank, rt.world_size, cfg.seed, loop.counters.step)
-    loop.ckpt.last_save_time = time.monotonic()
-    loop.seg_t0 = time.monotonic()
-    with loop.progress:
-        while loop.counters.step < loop.stop_step:
-            end_epoch(loop, train_one_epoch(loop))
-    summary = _summarise(loop, _test(loop), overrides)
-    if rt.is_main:
-        _write_results(loop, summary, results_file)
-    return summary
+    return model, init_notes
 
 
 def _build_loop(cfg: ExperimentConfig, rt: Runtime, run_dir: RunDir, ckpt: dict | None,
@@ -246,10 +266,13 @@ def _summarise(loop: Loop, tests: tuple[dict | None, dict | None],
 
 
 def _write_results(loop: Loop, summary: dict[str, Any], results_file) -> None:
-    """``summary.json``, the results-table row and the closing log line (rank 0)."""
-    loop.ckpt.run_dir.write_summary(summary)
+    """The results row (kept in the run directory first), ``summary.json``, the
+    row appended to ``results_file``, and the closing log line (rank 0)."""
+    run_dir = loop.ckpt.run_dir
+    run_dir.save_row({k: summary[k] for k in RESULT_KEYS} | {"date": utc_date()})
+    run_dir.write_summary(summary)
     if results_file is not None:
-        append_result(results_file, {k: summary[k] for k in RESULT_KEYS})
+        run_dir.append_row(results_file)
     loop.progress.log(
         f"done: val top-1 {_pct(summary['val_top1'])} (best {_pct(summary['best_val_top1'])}) "
         f"| test top-1 {_pct(summary['test_top1'])} (best-val ckpt "

@@ -61,7 +61,8 @@ def peak_flops(device: torch.device) -> float:
 
 
 def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """FLOPs of one forward + backward pass on batch ``x`` (counted, not estimated)."""
+    """FLOPs of one forward + backward pass on batch ``x`` with labels ``y``
+    (counted by ``FlopCounterMode``, not estimated); the gradients are cleared."""
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), y).backward()
     model.zero_grad(set_to_none=True)
@@ -71,7 +72,19 @@ def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
 def bench_model(name: str, device: torch.device, batch_size: int, steps: int,
                 warmup: int = 2) -> dict:
     """Training throughput of model ``name`` on random data: AdamW steps with bf16
-    autocast on CUDA, fp32 on CPU. Returns images/s, step FLOPs and parameters."""
+    autocast on CUDA, fp32 on CPU.
+
+    Args:
+        name: a registered model (224px input if in :data:`MODELS_224`, else 32px).
+        device: where it trains; batch_size: images per step.
+        steps: timed steps, after ``warmup`` untimed ones.
+
+    Returns:
+        ``{"images_per_s", "step_flops", "params", "img_size"}``.
+
+    Raises:
+        vit16.UnknownNameError: an unknown model name.
+    """
     model = vit16.MODELS.build(name).to(device)
     size = 224 if name in MODELS_224 else 32
     x = torch.randn(batch_size, 3, size, size, device=device)
@@ -153,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | img | params (M) | batch | train images/s | GFLOPs/image (fwd+bwd) | MFU % |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        batch = (args.batch_size_224 or max(args.batch_size // 8, 1)) if name in MODELS_224 else args.batch_size
+        batch = args.batch_size
+        if name in MODELS_224:
+            batch = args.batch_size_224 or max(args.batch_size // 8, 1)
         r = bench_model(name, device, batch, args.steps)
         achieved = r["step_flops"] / batch * r["images_per_s"]
         mfu = f"{100 * achieved / peak:.1f}" if peak else "n/a"

@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 description="Export a pruned checkpoint as a physically smaller ViT.")
     p.add_argument("checkpoint", help="a pruning round's pruned.pt (or any vit16 ViT checkpoint)")
     p.add_argument("--out", required=True, help="file to write the exported model to")
-    p.add_argument("--batch-size", type=int, default=256, help="images per timed forward (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images per timed forward (default %(default)s)")
     p.add_argument("--steps", type=int, default=10, help="timed forwards per model (default %(default)s)")
     p.add_argument("--device", default="cpu", help="device for the speed test (default %(default)s)")
     p.add_argument("--data-root", help="also compare both models on the test set of the checkpoint's "

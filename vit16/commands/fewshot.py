@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 description="Linear few-shot top-1 of frozen ViT features "
                                             "(regularised least squares, paper section 4.1).")
     add_model_arguments(p, dataset_help="few-shot data set")
-    p.add_argument("--shots", type=_int_list, default=[1, 5, 10, 25], help="images per class (default 1,5,10,25)")
+    p.add_argument("--shots", type=_int_list, default=[1, 5, 10, 25],
+                   help="images per class (default 1,5,10,25)")
     p.add_argument("--seeds", type=int, default=3, help="random draws per shot count (default 3)")
     p.add_argument("--holdout", type=int, default=20,
                    help="held-out training images per class for choosing the ridge strength (default 20)")

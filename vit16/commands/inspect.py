@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m vit16 inspect``: run the analyses, write ``--out``, print a summary.
+    """Entry point of ``python -m vit16 inspect``: run the analyses into ``--out``, print a summary.
 
     Args:
         argv: the arguments, ``None`` for ``sys.argv[1:]``.

@@ -18,7 +18,7 @@ from vit16.commands.common import add_device_argument, choose_device, reports_us
 from vit16.config import ConfigError, ExperimentConfig, load_tables, resolve
 from vit16.experiment import DEFAULT_EXPERIMENTS, default_results_file, run_experiment
 
-__all__ = ["count_params", "main", "parse_args", "print_list", "toml_dumps"]
+__all__ = ["check_names", "count_params", "main", "parse_args", "print_list", "toml_dumps"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

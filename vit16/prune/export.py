@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit16.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vit16.checkpoint import CheckpointError, load_checkpoint
 from vit16.prune.masks import fold_masks
 from vit16.prune.structures import block_tensors, head_sides, neuron_sides, units_alive
 
