@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -65,3 +66,58 @@ def write_cifar100_npz(path: Path, per_class: int = 2, test_per_class: int = 1) 
 def set_args(items: list[str]) -> list[str]:
     """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]`` for train.py's argv."""
     return [arg for item in items for arg in ("--set", item)]
+
+
+def damaged_image_bytes(kind: str) -> bytes:
+    """The bytes of a damaged image file, deterministic.
+
+    ``"random"``: random bytes (no image format); ``"truncated"``: the first
+    half of a JPEG; ``"empty"``: zero bytes; ``"noisy"``: a JPEG whose
+    entropy-coded data is damaged, so it still decodes while libjpeg prints
+    "Corrupt JPEG data: ..." to stderr.
+    """
+    rng = np.random.default_rng(0)
+    if kind == "random":
+        return rng.integers(0, 256, 500, dtype=np.uint8).tobytes()
+    if kind == "empty":
+        return b""
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG", quality=75)
+    good = buf.getvalue()
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    assert kind == "noisy", kind
+    data = bytearray(good)
+    start = good.find(b"\xff\xda") + 20  # inside the scan, past its header
+    for i in range(start, start + 40):
+        if data[i] != 0xFF and data[i - 1] != 0xFF and data[i] ^ 0x55 != 0xFF:
+            data[i] ^= 0x55
+    return bytes(data)
+
+
+def write_cifar100_npz_with(path: Path, **changes) -> None:
+    """:func:`write_cifar100_npz`, then each ``key=array`` replaces that array
+    and each ``key=None`` removes it (``key=callable``: applied to the array)."""
+    write_cifar100_npz(path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for key, change in changes.items():
+        if change is None:
+            del arrays[key]
+        else:
+            arrays[key] = change(arrays[key]) if callable(change) else change
+    np.savez(path, **arrays)
+
+
+def rewrite_pickle(path: Path, **changes) -> None:
+    """Rewrite the dict pickled at ``path`` (a CIFAR batch or meta): ``key=value``
+    replaces, ``key=None`` removes, ``key=callable`` is applied to the value."""
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    for key, change in changes.items():
+        if change is None:
+            del entry[key]
+        else:
+            entry[key] = change(entry[key]) if callable(change) else change
+    with open(path, "wb") as f:
+        pickle.dump(entry, f)

@@ -27,6 +27,8 @@ def make_row(i: int = 0, **kw) -> dict:
         "device": "CPU (2 threads)",
         "git_commit": "abc1234+dirty",
         "overrides": ["optim.lr=3e-4", "model.pool='a|b'"],
+        "out_dir": "runs/exp",
+        "world_size": 1,
     }
     row.update(kw)
     return row
@@ -37,7 +39,7 @@ def test_format_row():
     assert line == (
         "| 2025-01-02 03:04 | exp0 | vit_small_cifar | 21.67 | cifar10 | 100 | 91.23 | 90.50 | "
         "90.61 | 9m 12s | 12346 | CPU (2 threads) | abc1234+dirty | "
-        "optim.lr=3e-4 model.pool='a\\|b' |\n"
+        "optim.lr=3e-4 model.pool='a\\|b' | runs/exp | 1 |\n"
     )
     assert line.count(" | ") == len(COLUMNS) - 1  # the escaped | does not split a cell
 
@@ -45,7 +47,7 @@ def test_format_row():
 def test_format_partial_and_missing_values():
     line = format_row(make_row(epochs=0.625, test_top1_best=None, overrides=[]))
     cells = line.strip().strip("|").split(" | ")
-    assert cells[5] == "0.62" and cells[8] == "-" and cells[-1].strip() == ""
+    assert cells[5] == "0.62" and cells[8] == "-" and cells[-3].strip() == ""
     assert format_row(make_row(date=None)).startswith("| 20")  # default: now (UTC)
 
 
@@ -78,6 +80,24 @@ def test_appends_after_text_without_trailing_newline(tmp_path):
     path.write_text(header() + "| hand-written row |")
     append_result(path, make_row())
     assert path.read_text().splitlines()[-1].startswith("| 2025-01-02 03:04 | exp0")
+
+
+def test_a_table_with_other_columns_gets_a_new_header(tmp_path):
+    """A file written before the run dir / ranks columns existed: the next row
+    starts a new table (its own header), and both tables' rows read back."""
+    old = COLUMNS[:-2]
+    path = tmp_path / "RESULTS.md"
+    row = make_row(0)
+    old_row = {k: v for k, v in row.items() if k not in ("out_dir", "world_size")}
+    path.write_text("# Results\n\n" + header(old) + format_row(old_row, old))
+    append_result(path, make_row(1))
+    append_result(path, make_row(2))
+    text = path.read_text()
+    assert text.count("| date (UTC) |") == 2 and text.count("| run dir | ranks |") == 1
+    assert text.endswith(format_row(make_row(1)) + format_row(make_row(2)))
+    rows = read_rows(path)
+    assert [(r["experiment"], r["out_dir"], r["world_size"]) for r in rows] == [
+        ("exp0", "", ""), ("exp1", "runs/exp", "1"), ("exp2", "runs/exp", "1")]
 
 
 def _append_many(path: str, worker: int, n: int, barrier) -> None:

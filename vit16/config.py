@@ -6,7 +6,8 @@ An experiment is a TOML table with top-level keys and six sub-tables
 another table and overrides it key by key (sub-tables are merged, not
 replaced). Every key is checked against the dataclasses below: an unknown
 key or a wrong type raises :class:`ConfigError` with one line naming the
-table, the key and the close matches.
+table, the key and the close matches; a value out of its range
+(:mod:`vit16.config_checks`) one line naming the table, the key and the range.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vit16.config_checks import range_problems
 
 
 class ConfigError(ValueError):
@@ -310,7 +313,8 @@ def resolve(
     (``--set`` items), validate every key and return the typed config.
 
     Raises:
-        ConfigError: unknown experiment or key, wrong type, a ``base`` cycle.
+        ConfigError: unknown experiment or key, wrong type, a ``base`` cycle,
+            a value out of its range (:func:`check_ranges`).
     """
     if name not in tables:
         close = difflib.get_close_matches(name, list(tables), n=3, cutoff=0.5)
@@ -340,7 +344,22 @@ def resolve(
         target[keys[-1]] = value
     _check_table(name, merged, ExperimentConfig, SECTIONS)
     merged["name"] = name
-    return from_dict(merged)
+    cfg = from_dict(merged)
+    check_ranges(cfg)
+    return cfg
+
+
+def check_ranges(cfg: ExperimentConfig, sections: tuple[str, ...] | None = None) -> None:
+    """Check every value of ``cfg`` (or of ``sections``: ``""`` = the top level,
+    ``"model"``, ``"data"``, ...) against :data:`vit16.config_checks.RANGES`,
+    its ``CHOICES`` and the rules between keys.
+
+    Raises:
+        ConfigError: the first problem, one line: ``[TABLE.section]: key = value must be ...``.
+    """
+    problems = range_problems(cfg, sections)
+    if problems:
+        raise ConfigError(problems[0])
 
 
 def from_dict(d: dict[str, Any]) -> ExperimentConfig:

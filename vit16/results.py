@@ -42,6 +42,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("device", "device"),
     ("git_commit", "git commit"),
     ("overrides", "overrides"),
+    ("out_dir", "run dir"),
+    ("world_size", "ranks"),
 )
 """(row key, column header) in table order."""
 
@@ -183,17 +185,8 @@ def append_result(path: str | os.PathLike, row: dict[str, Any],
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             with open(path, "a+", encoding="utf-8") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                text = line
-                if size == 0:
-                    text = header(columns) + line
-                else:
-                    f.seek(size - 1)
-                    if f.read(1) != "\n":
-                        text = "\n" + line
-                f.seek(0, os.SEEK_END)
-                f.write(text)
+                f.seek(0)
+                f.write(_appended_text(f.read(), line, columns))  # "a+" writes at the end
                 f.flush()
                 os.fsync(f.fileno())
         finally:
@@ -201,18 +194,47 @@ def append_result(path: str | os.PathLike, row: dict[str, Any],
     return path
 
 
+def _appended_text(existing: str, line: str, columns: tuple[tuple[str, str], ...]) -> str:
+    """What to append to a table file holding ``existing`` for one row ``line``:
+    the header first when the file is empty or its last table has other
+    columns (a new table begins), a newline when the file lacks its last one."""
+    if not existing:
+        return header(columns) + line
+    sep = "" if existing.endswith("\n") else "\n"
+    if _last_header(existing) != header(columns).splitlines()[0]:
+        return sep + "\n" + header(columns) + line
+    return sep + line
+
+
+def _last_header(text: str) -> str | None:
+    """The header line of the last table in ``text`` (the line above its ``|---`` rule)."""
+    lines = text.splitlines()
+    for i in range(len(lines) - 2, -1, -1):
+        if lines[i + 1].startswith("|---") and lines[i].startswith("|"):
+            return lines[i]
+    return None
+
+
 def read_rows(path: str | os.PathLike,
               columns: tuple[tuple[str, str], ...] = COLUMNS) -> list[dict[str, str]]:
-    """The table's data rows as dicts keyed like ``columns`` (cells as
-    strings, escapes undone); lines that are not table rows are skipped."""
+    """The data rows of every table in the file, as dicts keyed like ``columns``
+    (cells as strings, escapes undone). Each row is read by the header of its
+    own table, so rows of a table written with fewer columns have ``""`` for
+    the missing ones; lines that are not table rows are skipped."""
     keys = [k for k, _ in columns]
-    rows = []
-    for text in Path(path).read_text(encoding="utf-8").splitlines():
-        if not text.startswith("|") or text.startswith("|---") or text == header(columns).splitlines()[0]:
+    titles = {title: key for key, title in columns}
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    rows, current = [], None
+    for i, text in enumerate(lines):
+        if not text.startswith("|") or text.startswith("|---"):
             continue
         cells = _split_cells(text)
-        if len(cells) == len(keys):
-            rows.append(dict(zip(keys, cells)))
+        if i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            current = [titles.get(c) for c in cells]
+        elif current is not None and len(cells) == len(current) and "experiment" in current:
+            row = dict.fromkeys(keys, "")
+            row.update({k: c for k, c in zip(current, cells) if k})
+            rows.append(row)
     return rows
 
 

@@ -49,7 +49,8 @@ from vit16.schedules import build_schedule
 __all__ = ["ResumeMismatchError", "RunInterrupted", "TrainingDivergedError", "train"]
 
 RESULT_KEYS = ("experiment", "model", "params", "dataset", "epochs", "val_top1", "test_top1",
-               "test_top1_best", "device", "git_commit", "overrides", "wall_time_s", "images_per_s")
+               "test_top1_best", "device", "git_commit", "overrides", "wall_time_s", "images_per_s",
+               "out_dir", "world_size")
 """The summary keys that go into a results-table row."""
 
 
@@ -236,8 +237,8 @@ def _summarise(loop: Loop, tests: tuple[dict | None, dict | None],
     ``val_top1``/``val_top5`` (%, final), ``val_loss``, ``best_val_top1`` (%),
     ``best_epoch``, ``test_top1``/``test_top5`` (%, final weights),
     ``test_top1_best`` (%, best.pt's weights), ``wall_time_s``, ``train_time_s``
-    (seconds), ``images_per_s`` (training images/s), ``device``, ``git_commit``,
-    ``out_dir``, ``overrides``."""
+    (seconds), ``images_per_s`` (training images/s), ``device``, ``world_size``
+    (ranks), ``git_commit``, ``out_dir``, ``overrides``."""
     cfg, c, (test, test_best) = loop.cfg, loop.counters, tests
     val, has_best = c.last_val, c.best_step >= 0
     return {
@@ -259,6 +260,7 @@ def _summarise(loop: Loop, tests: tuple[dict | None, dict | None],
         "train_time_s": c.train_seconds,
         "images_per_s": c.images_seen / max(c.train_seconds, 1e-9),
         "device": device_name(loop.rt.device),
+        "world_size": loop.rt.world_size,
         "git_commit": loop.ckpt.commit,
         "out_dir": str(loop.ckpt.run_dir.path),
         "overrides": list(overrides),

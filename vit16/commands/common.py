@@ -16,7 +16,8 @@ from vit16.analysis.figures import PlotsUnavailableError
 from vit16.checkpoint import CheckpointError
 from vit16.config import ConfigError
 from vit16.registry import UnknownNameError
-from vit16.trainer import ResumeMismatchError, TrainingDivergedError
+from vit16.files import RunDirBusyError, os_error_line
+from vit16.trainer import ResumeMismatchError, RunInterrupted, TrainingDivergedError
 
 __all__ = ["USER_ERRORS", "add_device_argument", "add_model_arguments", "choose_device",
            "reports_user_errors"]
@@ -24,12 +25,17 @@ __all__ = ["USER_ERRORS", "add_device_argument", "add_model_arguments", "choose_
 # Errors that mean bad input (config, names, files, a missing extra), reported
 # as one line; VIT16_DEBUG=1 shows the traceback instead.
 USER_ERRORS = (ValueError, UnknownNameError, FileNotFoundError, CheckpointError,
-               ResumeMismatchError, TrainingDivergedError, PlotsUnavailableError)
+               ResumeMismatchError, TrainingDivergedError, PlotsUnavailableError, RunDirBusyError)
+
+INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
 
 
 def reports_user_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Decorate a command's ``main(argv) -> exit code`` so that bad input
-    (:data:`USER_ERRORS`) prints one ``error: ...`` line to stderr and returns 2.
+    (:data:`USER_ERRORS`) and filesystem errors (``OSError``: the errno meaning
+    and the path) print one ``error: ...`` line to stderr and return 2; Ctrl-C
+    prints one ``interrupted: ...`` line and returns :data:`INTERRUPTED`.
 
     Args:
         main: the command's entry point.
@@ -46,10 +52,22 @@ def reports_user_errors(main: Callable[[list[str] | None], int]) -> Callable[[li
     def wrapped(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
+        except (RunInterrupted, KeyboardInterrupt) as err:
+            if os.environ.get("VIT16_DEBUG"):
+                raise
+            print(f"interrupted: {err or 'stopped at once; the last last.pt written (if any) '}"
+                  f"{'' if err else 'is where the same command resumes'}", file=sys.stderr)
+            return INTERRUPTED
         except USER_ERRORS as err:
             if os.environ.get("VIT16_DEBUG"):
                 raise
             print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # read-only file system, permission denied, full disk, ...
+            if os.environ.get("VIT16_DEBUG"):
+                raise
+            print(f"error: {os_error_line(err)}; free space, fix the permissions or choose "
+                  "another path (VIT16_DEBUG=1 shows where)", file=sys.stderr)
             return 2
 
     return wrapped

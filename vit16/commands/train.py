@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
 from vit16.commands.common import add_device_argument, choose_device, reports_user_errors
 from vit16.config import ConfigError, ExperimentConfig, load_tables, resolve
 from vit16.experiment import DEFAULT_EXPERIMENTS, default_results_file, run_experiment
+from vit16.registry import UnknownNameError
 
 __all__ = ["check_names", "count_params", "main", "parse_args", "print_list", "toml_dumps"]
 
@@ -104,25 +106,30 @@ def count_params(cfg: ExperimentConfig, num_classes: int | None = None) -> int:
 
     Raises:
         vit16.UnknownNameError: unknown model name.
+        ConfigError: the builder refuses the ``[NAME.model]`` options (names them).
     """
     import vit16
 
     kwargs = cfg.model.overrides()
     if num_classes is not None:
         kwargs.setdefault("num_classes", num_classes)
-    with torch.device("meta"):
-        model = vit16.MODELS.build(cfg.model.name, **kwargs)
+    try:
+        with torch.device("meta"):
+            model = vit16.MODELS.build(cfg.model.name, **kwargs)
+    except (TypeError, ValueError) as err:  # an option this model has not, or a bad value
+        raise ConfigError(f"[{cfg.name or 'NAME'}.model]: {err}") from None
     return sum(p.numel() for p in model.parameters())
 
 
-def print_list(tables: dict) -> None:
+def print_list(tables: dict) -> list[str]:
     """Print rich tables of the experiments and of every registered model, data set and schedule.
 
     Args:
         tables: the experiment tables (:func:`vit16.config.load_tables`).
 
-    Raises:
-        ConfigError, vit16.UnknownNameError: a table that does not resolve.
+    Returns:
+        one line per table that does not resolve (its name and the error);
+        the others are listed.
     """
     from rich.console import Console
     from rich.table import Table
@@ -135,15 +142,22 @@ def print_list(tables: dict) -> None:
     table = Table(title="Experiments (experiments.toml)")
     for col in ("experiment", "model", "params", "dataset", "img", "epochs", "batch", "lr", "prune"):
         table.add_column(col, no_wrap=True)
+    broken = []
     for name in tables:
-        cfg = resolve(name, tables)
+        try:
+            cfg = resolve(name, tables)
+            params = count_params(cfg)
+        except (ConfigError, UnknownNameError) as err:
+            broken.append(f"table {name!r} does not resolve: {err}")
+            continue
         prune = f"{cfg.prune.method} x{cfg.prune.rounds}" if cfg.prune.method else ""
-        table.add_row(name, cfg.model.name, f"{count_params(cfg) / 1e6:.2f}M", cfg.data.name,
+        table.add_row(name, cfg.model.name, f"{params / 1e6:.2f}M", cfg.data.name,
                       str(cfg.data.img_size), str(cfg.epochs), str(cfg.batch_size),
                       f"{cfg.optim.lr:g}", prune)
     console.print(table)
     for registry in (vit16.MODELS, vit16.DATASETS, vit16.SCHEDULES):
         console.print(f"[bold]{registry.kind}s:[/bold] {', '.join(registry.names())}")
+    return broken
 
 
 def check_names(cfg: ExperimentConfig) -> None:
@@ -178,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tables = load_tables(args.experiments)
     if args.list:
-        print_list(tables)
-        return 0
+        broken = print_list(tables)
+        for line in broken:
+            print(f"error: {line}", file=sys.stderr)
+        return 2 if broken else 0
     if not args.name:
         raise ConfigError("name an experiment (python train.py --list shows them)")
     if (args.sweep or args.local) and not args.submit:

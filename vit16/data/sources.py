@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vit16.data import cache, decode
-from vit16.data.roots import DataNotFoundError, not_found
+from vit16.data.roots import BadDataError, DataNotFoundError, check_arrays, check_cifar100_npz, not_found
 from vit16.registry import DATASETS
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -75,16 +75,46 @@ class Source:
         return self.train.images is not None
 
 
-def _image_folder_arrays(name: str, folder: Path, splits: tuple[str, str]) -> tuple[dict[str, np.ndarray], str]:
-    """Decode ``folder/{train,test}/<class>/*`` (32x32 images) through the cache.
+def _check_class_folders(name: str, folder: Path, splits: tuple[str, str], listings: dict, expected: int) -> None:
+    """One line if the splits' class folders differ, are not ``expected`` many, or one is empty."""
+    first, second = (listings[s][2] for s in splits)
+    if first != second:
+        def only(a: list[str], b: list[str]) -> str:
+            return ", ".join(sorted(set(a) - set(b))) or "none"
 
-    Returns the arrays and a label for descriptions ("JPEG ImageFolder")."""
+        raise BadDataError(f"{folder}: {splits[0]}/ and {splits[1]}/ have different class folders (only in "
+                           f"{splits[0]}/: {only(first, second)}; only in {splits[1]}/: {only(second, first)}); "
+                           "give both the same class folders")
+    empty = [f"{s}/{first[i]}" for s in splits
+             for i in np.flatnonzero(np.bincount(listings[s][1], minlength=len(first)) == 0)]
+    if len(first) != expected:
+        note = f", {len(empty)} of them empty ({', '.join(empty[:5])})" if empty else ""
+        raise BadDataError(f"{folder}: {name} needs {expected} classes, found {len(first)} class folders{note}; "
+                           f"remove the folders that are not classes of {name}")
+    if empty:
+        raise BadDataError(f"{folder}/{empty[0]} holds no images ({', '.join(decode.IMG_EXTENSIONS)}; "
+                           f"{len(empty)} empty class folder(s) in all); put its images in it or remove it")
+
+
+def _image_folder_arrays(name: str, folder: Path, splits: tuple[str, str], expected: int
+                         ) -> tuple[dict[str, np.ndarray], str]:
+    """Decode ``folder/{train,test}/<class>/*`` (32x32 images, ``expected``
+    classes) through the cache, whose key covers every class folder (empty
+    ones included), every file's path, size and mtime, and the decoder.
+
+    Returns the arrays and a label for descriptions ("JPEG ImageFolder").
+
+    Raises:
+        BadDataError: class folders that differ between the splits, are not
+            ``expected`` many or are empty (checked before anything is decoded
+            or cached); images that do not decode or are not 32x32.
+    """
     listings = {s: decode.list_image_folder(folder / s) for s in splits}
+    _check_class_folders(name, folder, splits, listings, expected)
     classes = listings[splits[0]][2]
-    if listings[splits[1]][2] != classes:
-        raise ValueError(f"{folder}: {splits[0]}/ and {splits[1]}/ have different class folders")
     entries = [(f"{s}/{rel}", size, mtime) for s in splits for rel, size, mtime in listings[s][3]]
-    key = cache.fingerprint(entries, tag=f"{name}-imagefolder")
+    entries += [(f"{s}/{cls}/", -1, -1) for s in splits for cls in listings[s][2]]
+    key = cache.fingerprint(entries, tag=f"{name}-imagefolder\n{decode.DECODER}\n32x32")
 
     def build() -> dict[str, np.ndarray]:
         files = {s: listings[s][0] for s in splits}
@@ -96,9 +126,16 @@ def _image_folder_arrays(name: str, folder: Path, splits: tuple[str, str]) -> tu
             "names": np.asarray(classes, dtype=str),
         }
 
+    def check(a: dict[str, np.ndarray]) -> None:
+        check_arrays(str(folder), a, {"y_train": ("x_train", expected), "y_test": ("x_test", expected)},
+                     {"names": expected})
+        if (list(a["names"]) != classes or not np.array_equal(a["y_train"], listings[splits[0]][1])
+                or not np.array_equal(a["y_test"], listings[splits[1]][1])):
+            raise ValueError(f"its labels or class names are not those of {folder}")
+
     jpeg = any(f.lower().endswith((".jpg", ".jpeg")) for f in listings[splits[0]][0][:100])
     label = "JPEG ImageFolder" if jpeg else "ImageFolder"
-    return cache.cached_arrays(f"{name}-imagefolder", key, build), label
+    return cache.cached_arrays(f"{name}-imagefolder", key, build, check), label
 
 
 def _has_image_folder(folder: Path, splits: tuple[str, str]) -> bool:
@@ -106,28 +143,40 @@ def _has_image_folder(folder: Path, splits: tuple[str, str]) -> bool:
 
 
 def _pickle_arrays(name: str, folder: Path, train: list[str], test: list[str], meta: str,
-                   label_keys: tuple[str, ...], name_keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Read CIFAR python batches through the cache (no md5 check; see decode)."""
+                   labels: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
+    """Read CIFAR python batches through the cache (no md5 check; see decode).
+
+    ``labels``: label key -> (its class-name key in ``meta``, class count).
+
+    Raises:
+        DataNotFoundError: a batch or the meta file is missing.
+        BadDataError: a file is damaged or its arrays fail the checks.
+    """
     paths = [folder / f for f in (*train, *test, meta)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DataNotFoundError(f"{folder} lacks {', '.join(missing)} of the CIFAR python batches "
+                                f"({', '.join(p.name for p in paths)}); copy or extract the data set again")
     key = cache.files_fingerprint(paths, tag=f"{name}-pickle")
+    classes = {k: n for k, (_, n) in labels.items()}
+    name_counts = {nk: n for nk, n in labels.values()}
 
     def build() -> dict[str, np.ndarray]:
-        tr = decode.read_cifar_batches(folder, train, label_keys)
-        te = decode.read_cifar_batches(folder, test, label_keys)
-        names = decode.read_cifar_meta(folder / meta, name_keys)
+        tr = decode.read_cifar_batches(folder, train, tuple(labels), classes)
+        te = decode.read_cifar_batches(folder, test, tuple(labels), classes)
+        names = decode.read_cifar_meta(folder / meta, tuple(name_counts), name_counts)
         out = {"x_train": tr["x"], "x_test": te["x"]}
-        for k in label_keys:
+        for k in labels:
             out[f"y_train:{k}"] = tr[k]
             out[f"y_test:{k}"] = te[k]
         out.update({f"names:{k}": np.asarray(v, dtype=str) for k, v in names.items()})
         return out
 
-    return cache.cached_arrays(f"{name}-pickle", key, build)
+    def check(a: dict[str, np.ndarray]) -> None:
+        ys = {f"y_{s}:{k}": (f"x_{s}", n) for k, n in classes.items() for s in ("train", "test")}
+        check_arrays(str(folder), a, ys, {f"names:{nk}": n for nk, n in name_counts.items()})
 
-
-def _check_classes(name: str, where: Path, names: list[str], expected: int) -> None:
-    if len(names) != expected:
-        raise ValueError(f"{where}: {name} needs {expected} classes, found {len(names)}")
+    return cache.cached_arrays(f"{name}-pickle", key, build, check)
 
 
 def download_official(name: str, root: Path) -> None:
@@ -162,7 +211,9 @@ def cifar10(cfg, root: Path, experiment: str = "") -> Source:
 
     Raises:
         DataNotFoundError: neither layout is under ``root`` (download off).
-        ValueError: the ImageFolder does not have 10 classes or 32x32 images.
+        BadDataError: the data fails its checks (one line naming the file and
+            the fix): ImageFolder class folders not 10 or empty, images that do
+            not decode or are not 32x32, damaged batches, labels out of range.
     """
     pickles, folder = root / "cifar-10-batches-py", root / "cifar10"
     if not (pickles / "test_batch").is_file() and not _has_image_folder(folder, ("train", "test")):
@@ -171,14 +222,13 @@ def cifar10(cfg, root: Path, experiment: str = "") -> Source:
         download_official("cifar10", root)
     if (pickles / "test_batch").is_file():
         a = _pickle_arrays("cifar10", pickles, _C10_TRAIN, ["test_batch"], "batches.meta",
-                           ("labels",), ("label_names",))
+                           {"labels": ("label_names", 10)})
         x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train:labels"], a["x_test"], a["y_test:labels"]
         names, desc = list(a["names:label_names"]), f"CIFAR-10 (python batches {pickles})"
     else:
-        a, kind = _image_folder_arrays("cifar10", folder, ("train", "test"))
+        a, kind = _image_folder_arrays("cifar10", folder, ("train", "test"), 10)
         x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
         names, desc = list(a["names"]), f"CIFAR-10 ({kind} {folder})"
-        _check_classes("cifar10", folder, names, 10)
     return Source("cifar10", Split(y_tr, x_tr), Split(y_te, x_te), [str(n) for n in names], desc,
                   *CIFAR10_STATS, autoaugment_policy="cifar10", image_size=32)
 
@@ -193,6 +243,10 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
     Raises:
         DataNotFoundError: no layout is under ``root`` (download off).
         ValueError: ``label`` is not fine/coarse, or coarse with an ImageFolder.
+        BadDataError: the data fails its checks (one line naming the file, the
+            array and the fix): missing arrays (the coarse ones only for
+            ``label = "coarse"``), images not uint8 (N, 32, 32, 3), labels of
+            another length or out of range, class-name lists of the wrong length.
     """
     if cfg.label not in ("fine", "coarse"):
         raise ValueError(f"cifar100: label = {cfg.label!r}; expected 'fine' or 'coarse'")
@@ -205,14 +259,16 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
     coarse = cfg.label == "coarse"
     if (pickles / "test").is_file():
         a = _pickle_arrays("cifar100", pickles, ["train"], ["test"], "meta",
-                           ("fine_labels", "coarse_labels"), ("fine_label_names", "coarse_label_names"))
+                           {"fine_labels": ("fine_label_names", 100), "coarse_labels": ("coarse_label_names", 20)})
         k = "coarse" if coarse else "fine"
         y_tr, y_te = a[f"y_train:{k}_labels"], a[f"y_test:{k}_labels"]
         names = list(a[f"names:{k}_label_names"])
         x_tr, x_te, where = a["x_train"], a["x_test"], f"python batches {pickles}"
     elif npz.is_file():
         key = cache.file_fingerprint(npz, tag="cifar100-npz")
-        a = cache.cached_arrays("cifar100-npz", key, lambda: decode.read_cifar100_npz(npz))
+        a = cache.cached_arrays("cifar100-npz", key, lambda: decode.read_cifar100_npz(npz),
+                                lambda arrays: check_cifar100_npz(npz, arrays))
+        check_cifar100_npz(npz, a, cfg.label)
         sfx = "_coarse" if coarse else ""
         y_tr, y_te = a[f"y_train{sfx}"], a[f"y_test{sfx}"]
         names = list(a["coarse_names" if coarse else "fine_names"])
@@ -221,10 +277,9 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
         if coarse:
             raise ValueError(f"cifar100: label = 'coarse' needs the python batches or cifar100.npz; "
                              f"the ImageFolder {folder} has fine labels only")
-        a, kind = _image_folder_arrays("cifar100", folder, ("train", "test"))
+        a, kind = _image_folder_arrays("cifar100", folder, ("train", "test"), 100)
         x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
         names, where = list(a["names"]), f"{kind} {folder}"
-        _check_classes("cifar100", folder, names, 100)
     title = "CIFAR-100 coarse (20 superclasses)" if coarse else "CIFAR-100"
     return Source("cifar100", Split(y_tr, x_tr), Split(y_te, x_te), [str(n) for n in names],
                   f"{title} ({where})", *CIFAR100_STATS, autoaugment_policy="cifar10", image_size=32)

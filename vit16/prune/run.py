@@ -21,6 +21,7 @@ A round with ``round.json`` is done and skipped when the run is started again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -47,6 +48,7 @@ from vit16.prune.masks import (
 from vit16.prune.methods import METHODS, SCOPES, next_masks, rsst_lambda
 from vit16.prune.export import export_model
 from vit16.results import PRUNE_COLUMNS, append_result, device_name
+from vit16.rundir import RunDir
 from vit16.runtime import Runtime, build_model, build_run_data, load_init, seed_everything, setup_runtime
 from vit16.trainer import train
 
@@ -158,6 +160,16 @@ def run_pruning(
     check_prune_config(cfg)
     rt = setup_runtime(cfg, device)
     out_dir = Path(out_dir)
+    with contextlib.ExitStack() as owned:
+        if rt.is_main:  # writable, and ours alone, before any data is built
+            owned.enter_context(RunDir(out_dir).claim(results_file))
+        return _run_rounds(cfg, rt, out_dir, data_root=data_root, resume=resume,
+                           results_file=results_file, overrides=overrides, data=data)
+
+
+def _run_rounds(cfg: ExperimentConfig, rt: Runtime, out_dir: Path, *, data_root, resume,
+                results_file, overrides, data) -> list[dict[str, Any]]:
+    """The rounds of :func:`run_pruning`, in a run directory this process owns."""
     if rt.is_main:
         if not resume:
             for old in [*out_dir.glob("round_*"), out_dir / "rewind.pt"]:
