@@ -121,3 +121,23 @@ def rewrite_pickle(path: Path, **changes) -> None:
             entry[key] = change(entry[key]) if callable(change) else change
     with open(path, "wb") as f:
         pickle.dump(entry, f)
+
+
+def write_cifar100_pickles(root: Path, coarse: bool = True) -> None:
+    """torchvision's cifar-100-python layout: 200 train / 100 test images,
+    fine label ``i % 100``, coarse ``fine // 5`` (left out with ``coarse=False``)."""
+    d = root / "cifar-100-python"
+    d.mkdir(parents=True)
+    x = np.random.default_rng(1).integers(0, 256, (200, 3072), dtype=np.uint8)
+    fine = list(range(100)) * 2
+    for name, n in (("train", 200), ("test", 100)):
+        entry = {"data": x[:n], "fine_labels": fine[:n]}
+        if coarse:
+            entry["coarse_labels"] = [v // 5 for v in fine[:n]]
+        with open(d / name, "wb") as f:
+            pickle.dump(entry, f)
+    meta = {"fine_label_names": [f"f{i}" for i in range(100)]}
+    if coarse:
+        meta["coarse_label_names"] = [f"c{i}" for i in range(20)]
+    with open(d / "meta", "wb") as f:
+        pickle.dump(meta, f)

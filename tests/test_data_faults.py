@@ -26,7 +26,7 @@ from vit16.data.transforms import SplitDataset
 from vit16.registry import DATASETS
 
 from fakedata import (C10_NAMES, damaged_image_bytes, rewrite_pickle, write_cifar10_pickles, write_cifar100_npz,
-                      write_cifar100_npz_with, write_image_folder)
+                      write_cifar100_npz_with, write_cifar100_pickles, write_image_folder)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -74,6 +74,16 @@ def test_corrupt_image_in_folder_names_the_file(c10_jpegs, tmp_path, kind):
     assert msg.startswith(f"{bad} ") and "replace or delete the file" in msg
     assert {"random": "cannot be decoded", "truncated": "cannot be decoded", "empty": "is empty (0 bytes)"}[kind] in msg
     assert cache_entries(tmp_path) == []  # nothing cached from a failed decode
+
+
+def test_cli_reports_a_corrupt_image_as_one_error_line(c10_jpegs, tmp_path, capsys):
+    from vit16.commands.train import main
+
+    bad = c10_jpegs / "cifar10" / "test" / "ship" / "0000.jpg"
+    bad.write_bytes(damaged_image_bytes("random"))
+    assert main(["quick", "--data-root", str(c10_jpegs), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {bad} cannot be decoded (not an image format")
 
 
 def test_bulk_decode_tries_every_file_then_reports_count_and_first_three(c10_jpegs):
@@ -161,18 +171,21 @@ def test_lazy_file_list_in_a_dataloader_worker_is_one_line(tmp_path):
 def test_extra_empty_class_folder_does_not_poison_the_cache(c10_jpegs, tmp_path):
     pristine = build("cifar10", c10_jpegs)
     shutil.rmtree(tmp_path / "cache")  # the user's first run is the one with the extra folder
-    extra = c10_jpegs / "cifar10" / "train" / "zebra"
-    extra.mkdir()
+    extras = [c10_jpegs / "cifar10" / split / "zebra" for split in ("train", "test")]
+    for extra in extras:
+        extra.mkdir()
     with pytest.raises(ValueError) as err:
         build("cifar10", c10_jpegs)
     msg = one_line_error(err)
-    assert "cifar10 needs 10 classes, found 11 class folders, 1 of them empty (train/zebra)" in msg
+    assert "cifar10 needs 10 classes, found 11" in msg
     assert cache_entries(tmp_path) == []  # written only after validation
-    extra.rmdir()
-    again = build("cifar10", c10_jpegs)
+    for extra in extras:
+        extra.rmdir()
+    again = build("cifar10", c10_jpegs)  # c7c09a3: "needs 10 classes, found 11" from the poisoned entry
     assert again.class_names == pristine.class_names == C10_NAMES
     assert np.array_equal(again.train.images, pristine.train.images)
     assert len(cache_entries(tmp_path, "cifar10-imagefolder-*.npz")) == 1
+    assert "found 11 class folders, 2 of them empty (train/zebra, test/zebra); remove the folders" in msg
 
 
 @pytest.mark.parametrize("where", ["train", "test"])
@@ -182,16 +195,16 @@ def test_extra_class_folder_with_images_or_an_empty_one_is_rejected_uncached(c10
         build("cifar10", c10_jpegs)
     msg = one_line_error(err)
     other = "test" if where == "train" else "train"
-    assert f"only in {where}/: zebra; only in {other}/: none" in msg
+    assert {"train": "only in train/: zebra; only in test/: none",
+            "test": "only in train/: none; only in test/: zebra"}[where] in msg
     (c10_jpegs / "cifar10" / other / "zebra").mkdir()
     with pytest.raises(ValueError) as err:
         build("cifar10", c10_jpegs)
     assert "needs 10 classes, found 11 class folders, 1 of them empty" in one_line_error(err)
-    shutil.rmtree(c10_jpegs / "cifar10" / where / "zebra")
-    shutil.rmtree(c10_jpegs / "cifar10" / where / "cat")
-    shutil.rmtree(c10_jpegs / "cifar10" / other / "cat")  # 10 class folders again, one of them empty
+    for split in ("train", "test"):
+        shutil.rmtree(c10_jpegs / "cifar10" / split / "zebra")
     for image in (c10_jpegs / "cifar10" / where / "dog").iterdir():
-        image.unlink()
+        image.unlink()  # 10 class folders again, one of them empty
     with pytest.raises(ValueError) as err:
         build("cifar10", c10_jpegs)
     assert one_line_error(err).startswith(f"{c10_jpegs / 'cifar10' / where / 'dog'} holds no images")
@@ -296,7 +309,7 @@ def test_bad_cifar100_npz_is_one_line_naming_file_array_and_fix(tmp_path, case):
         build("cifar100", tmp_path, label=label)
     msg = one_line_error(err)
     assert msg.startswith(str(npz)) and expected in msg, msg
-    if "coarse" not in case:  # a bad file is never cached
+    if not case.startswith("missing"):  # a bad file is never cached (a partial one is, as it is)
         assert cache_entries(tmp_path) == []
 
 
@@ -367,3 +380,24 @@ def test_good_cifar10_pickles_are_cached_and_served_equal(cifar10_root, tmp_path
     second = build("cifar10", cifar10_root)
     assert np.array_equal(first.train.images, second.train.images)
     assert torch.equal(torch.from_numpy(first.test.labels), torch.from_numpy(second.test.labels))
+
+
+def test_cifar100_pickles_need_coarse_labels_only_for_coarse(tmp_path):
+    write_cifar100_pickles(tmp_path, coarse=False)
+    src = build("cifar100", tmp_path)
+    assert src.class_names[7] == "f7" and np.array_equal(src.test.labels, np.arange(100))
+    with pytest.raises(ValueError) as err:
+        build("cifar100", tmp_path, label="coarse")
+    msg = one_line_error(err)
+    assert msg.startswith(str(tmp_path / "cifar-100-python")) and "have no coarse_labels" in msg
+    assert "label = 'coarse'" in msg
+
+
+def test_cifar100_pickle_fine_label_out_of_range(tmp_path):
+    write_cifar100_pickles(tmp_path)
+    train = tmp_path / "cifar-100-python" / "train"
+    rewrite_pickle(train, fine_labels=lambda y: [100] + y[1:])
+    with pytest.raises(ValueError) as err:
+        build("cifar100", tmp_path)
+    assert one_line_error(err).startswith(f"{train}: array 'fine_labels' holds labels 0..100; expected 0..99")
+    assert cache_entries(tmp_path) == []

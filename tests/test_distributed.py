@@ -68,7 +68,8 @@ def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, cifar10_root):
     accumulation steps (DDP's gradient averaging and no_sync both in play):
     the same per-epoch losses, accuracies and final weights within float
     tolerance, and rank 0 alone writes (one results row, one metrics line per epoch)."""
-    common = ["quick", "--device", "cpu", "--data-root", str(cifar10_root), *set_args(TINY)]
+    common = ["quick", "--device", "cpu", "--data-root", str(cifar10_root), *set_args(TINY),
+              "--set", "ema_decay=0.9"]  # every rank keeps the same EMA, with no collective
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*common, "--out", str(one), "--results", str(tmp_path / "one.md")]) == 0
 
@@ -83,10 +84,13 @@ def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, cifar10_root):
         for key in ("train_loss", "val_loss"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (key, a, b)
         assert b["val_top1"] == a["val_top1"] and b["val_top5"] == a["val_top5"]
-    w1, w2 = load_checkpoint(one / "last.pt")["model"], load_checkpoint(two / "last.pt")["model"]
-    assert w1.keys() == w2.keys()
-    for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
+        assert b["val_ema_top1"] == a["val_ema_top1"]
+    c1, c2 = load_checkpoint(one / "last.pt"), load_checkpoint(two / "last.pt")
+    for part in ("model", "ema"):
+        w1, w2 = c1[part], c2[part]
+        assert w1.keys() == w2.keys()
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=f"{part}.{k}")
     assert len(read_rows(tmp_path / "two.md")) == 1
     s1 = json.loads((one / "summary.json").read_text())
     s2 = json.loads((two / "summary.json").read_text())

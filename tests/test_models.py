@@ -28,6 +28,7 @@ EXPECTED_PARAMS = {
     "vit_large_imagenet": (1000, 304_326_632),
     "resnet50": (1000, 25_557_032),
     "resnet50_cifar": (10, 23_520_842),
+    "resnet20_cifar": (10, 272_474),  # He et al.'s 269,722 (option A) + 2,752 of option B shortcuts
 }
 
 
@@ -195,7 +196,7 @@ def test_load_weights_reports_missing_and_shape_mismatch():
 
 
 @pytest.mark.parametrize("name", ["vit_small_cifar", "vit_tiny", "vit_quick", "vit_small", "vit_base",
-                                  "resnet50_cifar"])
+                                  "resnet50_cifar", "resnet20_cifar"])
 def test_forward_backward_cifar_sized(name):
     overrides = {} if name.startswith("resnet") else {"depth": 1}
     model = MODELS.build(name, num_classes=7, **overrides)
@@ -266,3 +267,78 @@ def test_default_weights_into_other_pos_embed_variant_is_a_load_error():
     dst = MODELS.build("vit_tiny", depth=1, pos_embed="learned_2d")
     with pytest.raises(WeightLoadError, match="unexpected keys: pos_embed"):
         load_weights(dst, src.state_dict())
+
+
+def test_resnet20_cifar_is_he_et_al_layout_of_torchvision_blocks():
+    from torchvision.models.resnet import BasicBlock
+
+    model = MODELS.build("resnet20_cifar").eval()
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.out_channels == 16
+    stages = [model.layer1, model.layer2, model.layer3]
+    assert [len(s) for s in stages] == [3, 3, 3]
+    assert all(isinstance(b, BasicBlock) for s in stages for b in s)
+    assert [s[0].conv1.stride for s in stages] == [(1, 1), (2, 2), (2, 2)]
+    # option B shortcuts exactly where the channels and the map size change
+    assert [b.downsample is not None for s in stages for b in s] == [False] * 3 + [True, False, False] * 2
+    assert model.layer2[0].downsample[0].kernel_size == (1, 1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        maps = model.layer1(model.relu(model.bn1(model.conv1(x))))
+        assert maps.shape == (2, 16, 32, 32)
+        maps = model.layer2(maps)
+        assert maps.shape == (2, 32, 16, 16)
+        assert model.layer3(maps).shape == (2, 64, 8, 8)
+        assert model.forward_features(x).shape == (2, 64)
+    assert model.fc.in_features == 64 and model.fc.out_features == 10
+
+
+def test_resnet_cifar_depth_and_width_options():
+    # n = 5 blocks per stage: He et al.'s ResNet-32 (0.46M with option A)
+    resnet32 = MODELS.build("resnet20_cifar", depth=32)
+    assert [len(resnet32.layer1), len(resnet32.layer3)] == [5, 5]
+    assert n_params(resnet32) == 466_906
+    wide = MODELS.build("resnet20_cifar", width=32, num_classes=100)
+    assert wide.layer3[0].conv1.out_channels == 128 and wide.fc.out_features == 100
+    with pytest.raises(ValueError, match=r"depth = 21 is not 6n \+ 2 \(n >= 1\); use 8, 14, 20"):
+        MODELS.build("resnet20_cifar", depth=21)
+    with pytest.raises(ValueError, match="width = 0 must be a positive integer"):
+        MODELS.build("resnet20_cifar", width=0)
+    with pytest.raises(TypeError, match="no option 'embed_dim'; valid options: num_classes, depth, width"):
+        MODELS.build("resnet20_cifar", embed_dim=3)
+
+
+def test_resnet20_forward_backward_and_train_mode_batch_norm():
+    model = MODELS.build("resnet20_cifar", num_classes=7)
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 7)
+    out.logsumexp(-1).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert model.bn1.num_batches_tracked.item() == 1
+
+
+def test_forward_flops_are_counted_multiply_adds_times_two():
+    from vit16.models.flops import forward_flops, model_gflops, native_img_size
+
+    # ResNet-20 by hand (multiply-adds): stem, stage 1, stages 2 and 3 (first conv,
+    # 5 more, 1x1 projection), head
+    stage = lambda c, hw: (c * 9 * c // 2 + 5 * c * 9 * c + c * c // 2) * hw * hw  # noqa: E731
+    macs = 16 * 27 * 32**2 + 6 * 16 * 144 * 32**2 + stage(32, 16) + stage(64, 8) + 64 * 10
+    assert forward_flops(MODELS.build("resnet20_cifar")) == 2 * macs == 81_626_368
+    # vit_quick by hand: 16 patches of 8x8x3 and the class token, 4 blocks (qkv, QK^T,
+    # AV, proj, MLP), head
+    n, d, mlp = 17, 128, 256
+    block = n * d * 3 * d + 2 * n * n * d + n * d * d + 2 * n * d * mlp
+    assert model_gflops("vit_quick") == 2 * (16 * 192 * d + 4 * block + d * 10) / 1e9 == 0.019206656
+    assert native_img_size(MODELS.build("vit_quick")) == 32
+    assert native_img_size(MODELS.build("resnet20_cifar")) == 32
+
+
+def test_forward_flops_size_and_mode():
+    from vit16.models.flops import forward_flops, model_gflops
+
+    toy = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    assert forward_flops(toy, img_size=4) == 2 * 48 * 5 and toy.training
+    with pytest.raises(ValueError, match="Sequential takes any input size and names none; pass img_size"):
+        forward_flops(toy)
+    # a torchvision ResNet-50 at 224px: 4.09 G multiply-adds (torchvision's table)
+    assert round(model_gflops("resnet50", img_size=224) / 2, 2) == 4.09

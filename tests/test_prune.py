@@ -355,11 +355,11 @@ def test_two_gloo_ranks_prune_like_one_process(tmp_path, cifar10_root):
 
 
 @pytest.mark.parametrize("item, message", [
-    ("prune.method=obd", "prune.method = 'obd' is not one of imp, refill, rsst"),
-    ("prune.rate=1.5", "prune.rate = 1.5 must be in [0, 1)"),
-    ("prune.scope=row", "prune.scope = 'row' is not one of global, layer"),
-    ("prune.rewind_epoch=9", "prune.rewind_epoch = 9 must be in [0, epochs = 2]"),
-    ("model.name=resnet50_cifar", "pruning works on ViT models"),
+    ("prune.method=obd", "[imp_quick.prune]: method = 'obd' must be one of '', 'imp', 'refill', 'rsst'"),
+    ("prune.rate=1.5", "[imp_quick.prune]: rate = 1.5 must be in [0, 1)"),
+    ("prune.scope=row", "[imp_quick.prune]: scope = 'row' must be one of 'global', 'layer'"),
+    ("prune.rewind_epoch=9", "[imp_quick.prune]: rewind_epoch = 9 must be in [0, epochs = 2]"),
+    ("model.name=resnet50_cifar", "[imp_quick.prune]: pruning works on ViT models"),
 ])
 def test_bad_prune_tables_are_one_error_line(item, message, tmp_path, cifar10_root, capsys):
     argv = ["imp_quick", "--data-root", str(cifar10_root), "--out", str(tmp_path / "r"),

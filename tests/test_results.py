@@ -22,6 +22,8 @@ def make_row(i: int = 0, **kw) -> dict:
         "val_top1": 91.234,
         "test_top1": 90.5,
         "test_top1_best": 90.61,
+        "test_top1_ema": 90.7,
+        "best_weights": "ema",
         "wall_time_s": 552.4,
         "images_per_s": 12345.6,
         "device": "CPU (2 threads)",
@@ -38,7 +40,7 @@ def test_format_row():
     line = format_row(make_row())
     assert line == (
         "| 2025-01-02 03:04 | exp0 | vit_small_cifar | 21.67 | cifar10 | 100 | 91.23 | 90.50 | "
-        "90.61 | 9m 12s | 12346 | CPU (2 threads) | abc1234+dirty | "
+        "90.61 | 90.70 | ema | 9m 12s | 12346 | CPU (2 threads) | abc1234+dirty | "
         "optim.lr=3e-4 model.pool='a\\|b' | runs/exp | 1 |\n"
     )
     assert line.count(" | ") == len(COLUMNS) - 1  # the escaped | does not split a cell

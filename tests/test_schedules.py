@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from vit16.config import ScheduleConfig
+from vit16.config import ConfigError, ExperimentConfig, OptimConfig, ScheduleConfig, check_ranges
 from vit16.registry import SCHEDULES, UnknownNameError
 from vit16.schedules import build_schedule
 
@@ -78,19 +78,26 @@ def test_no_warmup_starts_at_base_lr():
     assert make("warmup_cosine", warmup_epochs=0)(0) == pytest.approx(LR)
 
 
+def test_step_without_milestones_raises():
+    with pytest.raises(ValueError, match="milestones"):
+        build_schedule(ScheduleConfig(name="step"), LR, SPE, T)
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"name": "step"}, "milestones"),
-        ({"name": "step", "milestones": [1.0], "gamma": 0.0}, "gamma"),
-        ({"warmup_epochs": -1.0}, "warmup_epochs"),
-        ({"warmup_epochs": 30.0}, "longer than the whole run"),
+        ({"name": "step", "milestones": [1.0], "gamma": 0.0}, r"gamma = 0.0 must be in \(0, 1\]"),
+        ({"name": "step", "milestones": [-1.0]}, "milestones = .* must each be in"),
+        ({"warmup_epochs": -1.0}, r"warmup_epochs = -1.0 must be in \[0, epochs = 20\]"),
+        ({"warmup_epochs": 30.0}, r"warmup_epochs = 30.0 must be in \[0, epochs = 20\]"),
         ({"min_lr": -1.0}, "min_lr"),
     ],
 )
-def test_bad_options_raise(kw, match):
-    with pytest.raises(ValueError, match=match):
-        build_schedule(ScheduleConfig(**kw), LR, SPE, T)
+def test_bad_options_are_config_range_errors(kw, match):
+    # the option ranges are checked once, by vit16.config.check_ranges (resolve, setup_runtime)
+    cfg = ExperimentConfig(name="t", epochs=EPOCHS, optim=OptimConfig(lr=LR), schedule=ScheduleConfig(**kw))
+    with pytest.raises(ConfigError, match=r"^\[t.schedule\]: " + match):
+        check_ranges(cfg)
 
 
 def test_zero_steps_raise():

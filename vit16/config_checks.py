@@ -136,6 +136,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "eval_batch_size": Range(0, note="0 = the micro batch size"),
         "max_steps": Range(0, note="0 = no cap"),
         "checkpoint_minutes": Range(0, note="0 = only at the end of each epoch"),
+        "ema_decay": Range(0, 1, hi_open=True, note="0 = no EMA"),
     },
     "model": {
         "num_classes": SIZE, "img_size": SIZE, "patch_size": SIZE, "embed_dim": SIZE,

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from vit16 import distributed
 from vit16.config import ExperimentConfig
@@ -150,6 +151,8 @@ class Loop:
     stop_step: int
     grad_hook: Callable[[int, int], None] | None = None
     epoch_hook: Callable[[int], None] | None = None
+    ema: AveragedModel | None = None  # EMA of the weights (cfg.ema_decay > 0)
+    ema_reset_steps: int = 0  # steps during which the EMA copies the weights (ema_warmup)
     lr: float = 0.0
     stop_requested: bool = False  # set by Ctrl-C (stop_on_ctrl_c)
     seg_steps: int = 0  # steps done in this invocation, for the ETA
@@ -159,10 +162,11 @@ class Loop:
         self.monitor = LossMonitor(self)
         self.lr = self.sched(self.counters.step)
 
-    def evaluate(self, loader) -> dict[str, float]:
-        """:func:`evaluate` of ``eval_model`` with this run's precision and memory format."""
-        return evaluate(self.eval_model, loader, autocast_dtype=self.rt.autocast_dtype,
-                        channels_last=self.cfg.channels_last)
+    def evaluate(self, loader, model: nn.Module | None = None) -> dict[str, float]:
+        """:func:`evaluate` of ``model`` (default ``eval_model``) with this run's
+        precision and memory format."""
+        return evaluate(self.eval_model if model is None else model, loader,
+                        autocast_dtype=self.rt.autocast_dtype, channels_last=self.cfg.channels_last)
 
 
 class LossMonitor:
@@ -216,8 +220,8 @@ class LossMonitor:
 def optimizer_step(loop: Loop, batches: Iterator, i: int) -> torch.Tensor:
     """Optimizer step ``i`` of the epoch: set the LR, forward/backward
     ``accum_steps`` micro-batches from ``batches``, unscale, clip, call the
-    grad hook, step the optimizer. Returns the step's loss, a 0-d tensor on
-    the device (not synchronised).
+    grad hook, step the optimizer, update the EMA. Returns the step's loss, a
+    0-d tensor on the device (not synchronised).
 
     Raises:
         RuntimeError: the loader ran out before its ``len()``.
@@ -253,6 +257,10 @@ def optimizer_step(loop: Loop, batches: Iterator, i: int) -> torch.Tensor:
     loop.scaler.step(loop.optimizer)
     loop.scaler.update()
     loop.optimizer.zero_grad(set_to_none=True)
+    if loop.ema is not None:
+        if loop.counters.step < loop.ema_reset_steps:  # ema_warmup: the EMA starts after warmup
+            loop.ema.n_averaged.zero_()  # n_averaged = 0: the next update copies the weights
+        loop.ema.update_parameters(loop.model)
     return step_loss
 
 
@@ -296,6 +304,26 @@ def train_one_epoch(loop: Loop) -> bool:
         if stop:
             break
     return epoch_done
+
+
+def _validate(loop: Loop, epoch: int) -> tuple[bool, dict | None, dict | None]:
+    """Validate the raw weights (and the EMA's); on a new best val top-1 of
+    either, write ``best.pt`` with the better one's weights. Returns
+    ``(new best, raw result, EMA result)``, ``None`` without a validation split."""
+    c, val_set = loop.counters, loop.data.val
+    if val_set is None or len(val_set) == 0:
+        c.last_val = c.last_val_ema = None
+        return False, None, None
+    val = loop.evaluate(val_set)
+    val_ema = loop.evaluate(val_set, loop.ema.module) if loop.ema is not None else None
+    c.last_val, c.last_val_ema = val, val_ema
+    source, top1 = ("ema", val_ema["top1"]) if val_ema and val_ema["top1"] > val["top1"] else (
+        "raw", val["top1"])
+    if top1 <= c.best_val_top1:
+        return False, val, val_ema
+    c.best_val_top1, c.best_epoch, c.best_step, c.best_source = top1, epoch, c.step, source
+    loop.ckpt.save_best(epoch, top1, source)
+    return True, val, val_ema
 
 
 def _stop_at_step(loop: Loop) -> None:
@@ -349,24 +377,20 @@ def end_epoch(loop: Loop, epoch_done: bool) -> None:
     train_loss = c.epoch_loss_sum / max(c.epoch_loss_steps, 1)
     ips = c.epoch_loss_steps * loop.cfg.batch_size / max(c.epoch_train_seconds, 1e-9)
     t_eval = time.perf_counter()
-    val = loop.evaluate(data.val) if data.val is not None and len(data.val) > 0 else None
-    c.last_val = val
-    is_best = val is not None and val["top1"] > c.best_val_top1
-    if is_best:
-        c.best_val_top1, c.best_epoch, c.best_step = val["top1"], epoch, c.step
-        loop.ckpt.save_best(epoch, val["top1"])
+    is_best, val, val_ema = _validate(loop, epoch)
     row = {
         "epoch": epoch, "step": c.step, "lr": loop.lr, "train_loss": train_loss,
         "val_top1": val and val["top1"], "val_top5": val and val["top5"],
         "val_loss": val and val["loss"], "images_per_s": ips,
         "seconds": c.epoch_train_seconds + time.perf_counter() - t_eval,
+        **({"val_ema_top1": val_ema and val_ema["top1"]} if loop.ema is not None else {}),
     }
     if loop.rt.is_main:
         loop.ckpt.run_dir.append_metrics(row)
     eta = (time.monotonic() - loop.seg_t0) / max(loop.seg_steps, 1) * (loop.stop_step - c.step)
     val_text = "no val" if val is None else (
         f"val top-1 {val['top1']:.2f}% top-5 {val['top5']:.2f}% loss {val['loss']:.4f}"
-        + (" *" if is_best else ""))
+        + (f" (EMA {val_ema['top1']:.2f}%)" if val_ema else "") + (" *" if is_best else ""))
     loop.progress.end_epoch(
         f"epoch {epoch}/{loop.cfg.epochs} step {c.step} | loss {train_loss:.4f} | "
         f"lr {loop.lr:.2e} | {val_text} | {ips:,.0f} img/s | {row['seconds']:.1f}s | "

@@ -14,14 +14,12 @@ import torch
 from torch import nn
 
 from vit16.config import OptimConfig
+from vit16.config_checks import OPTIMIZERS
 
 __all__ = ["NO_DECAY_NAMES", "OPTIMIZERS", "build_optimizer", "find_head", "param_groups", "set_lr"]
 
 NO_DECAY_NAMES = ("pos_embed", "pos_embed_x", "pos_embed_y", "rel_pos", "cls_token", "dist_token")
 """Parameter names (last dotted component) never weight-decayed, besides 1-D params."""
-
-OPTIMIZERS = ("adamw", "sgd")
-
 
 def find_head(model: nn.Module) -> nn.Module | None:
     """The classification head of ``model``: ``model.get_classifier()`` when the
@@ -71,16 +69,12 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
       (``patch_embed``, ``pos_embed``, ``cls_token``) ``layer_decay ** (L + 1)``,
       the head and the final norm 1.0.
 
+    ``cfg``'s values are in their ranges (:func:`vit16.config.check_ranges`,
+    which :func:`vit16.config.resolve` and :func:`vit16.runtime.setup_runtime` call).
+
     Raises:
-        ValueError: ``layer_decay`` outside (0, 1], or ``layer_decay < 1`` on a
-            model without a ``blocks`` ModuleList; ``head_lr_mult <= 0``.
+        ValueError: ``layer_decay < 1`` on a model without a ``blocks`` ModuleList.
     """
-    if not 0 < cfg.layer_decay <= 1:
-        raise ValueError(
-            f"optim.layer_decay = {cfg.layer_decay} must be in (0, 1]; 1.0 turns it off"
-        )
-    if cfg.head_lr_mult <= 0:
-        raise ValueError(f"optim.head_lr_mult = {cfg.head_lr_mult} must be > 0 (1.0 = same LR)")
     head = find_head(model)
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     depth = 0
@@ -126,18 +120,17 @@ def build_optimizer(
     :func:`param_groups`. Group LRs start at ``cfg.lr * lr_scale``; the trainer
     overwrites them every step with :func:`set_lr`.
 
+    ``cfg``'s values are in their ranges, as for :func:`param_groups`
+    (``betas`` two numbers in [0, 1), ``nesterov`` with momentum).
+
     Raises:
-        ValueError: unknown ``cfg.name`` (lists the known optimizers), ``betas``
-            not two numbers in [0, 1), ``nesterov`` without momentum.
+        ValueError: ``layer_decay`` on a model without blocks (:func:`param_groups`),
+            an unknown ``cfg.name`` (lists the known optimizers).
     """
     groups = param_groups(model, cfg)
     device = torch.device(device)
     name = cfg.name.lower()
     if name == "adamw":
-        if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
-            raise ValueError(
-                f"optim.betas = {cfg.betas} must be two numbers in [0, 1), e.g. [0.9, 0.999]"
-            )
         extra = {"fused": True} if device.type == "cuda" else {}
         return torch.optim.AdamW(
             groups,
@@ -148,10 +141,6 @@ def build_optimizer(
             **extra,
         )
     if name == "sgd":
-        if cfg.nesterov and cfg.momentum <= 0:
-            raise ValueError(
-                f"optim.nesterov = true needs optim.momentum > 0 (got {cfg.momentum})"
-            )
         return torch.optim.SGD(
             groups,
             lr=cfg.lr,

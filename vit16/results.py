@@ -37,6 +37,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("val_top1", "val top-1 %"),
     ("test_top1", "test top-1 % (final)"),
     ("test_top1_best", "test top-1 % (best-val ckpt)"),
+    ("test_top1_ema", "test top-1 % (EMA)"),
+    ("best_weights", "best-val weights"),
     ("wall_time_s", "wall time"),
     ("images_per_s", "train images/s"),
     ("device", "device"),
@@ -149,7 +151,7 @@ def format_row(row: dict[str, Any], columns: tuple[tuple[str, str], ...] = COLUM
         r["params"] = f"{r['params'] / 1e6:.2f}"
     if "epochs" in r:
         r["epochs"] = _epochs(r["epochs"])
-    for k in ("val_top1", "test_top1", "test_top1_best", "sparsity"):
+    for k in ("val_top1", "test_top1", "test_top1_best", "test_top1_ema", "sparsity"):
         if k in r:
             r[k] = _pct(r[k])
     if isinstance(r.get("wall_time_s"), (int, float)):

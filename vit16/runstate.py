@@ -89,6 +89,8 @@ class Counters:
     epoch_loss_steps: int = 0
     epoch_train_seconds: float = 0.0
     last_val: dict | None = None
+    last_val_ema: dict | None = None  # the EMA weights' validation (ema_decay > 0)
+    best_source: str = "raw"  # whose weights best.pt holds: "raw" or "ema"
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any] | None) -> "Counters":
@@ -120,8 +122,11 @@ def config_diff(
     old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str] = RESUME_IGNORED_KEYS
 ) -> list[str]:
     """Differences between two ``cfg.to_dict()`` dicts as ``"key: old -> new"``
-    strings (dotted keys, sorted), leaving out the keys in ``ignore``."""
+    strings (dotted keys, sorted), leaving out the keys in ``ignore``. A key
+    that ``old`` lacks (written before vit16 had it) and that ``new`` leaves
+    at its default is no difference."""
     a, b = _flatten(old), _flatten(new)
+    defaults = _flatten(ExperimentConfig().to_dict())
     ignore = set(ignore)
     missing = object()
     diffs = []
@@ -129,6 +134,8 @@ def config_diff(
         if key in ignore or key.split(".", 1)[0] in ignore:
             continue
         va, vb = a.get(key, missing), b.get(key, missing)
+        if va is missing and key in defaults and vb == defaults[key]:
+            continue
         if va != vb:
             fa = "(unset)" if va is missing else repr(va)
             fb = "(unset)" if vb is missing else repr(vb)
@@ -149,6 +156,7 @@ class Checkpointer:
     model: nn.Module  # the raw module (not DDP / compiled)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    ema: Any  # torch.optim.swa_utils.AveragedModel of model, or None
     counters: Counters
     steps_per_epoch: int
     num_classes: int
@@ -177,6 +185,8 @@ class Checkpointer:
             TrainingDivergedError: one is not; names them and the checkpoint kept.
         """
         named = [(f"model.{k}", v) for k, v in self.model.state_dict().items()]
+        if self.ema is not None:
+            named += [(f"ema.{k}", v) for k, v in self.ema.state_dict().items()]
         named += [(f"optimizer state {i}.{k}", v) for i, s in enumerate(self.optimizer.state.values())
                   for k, v in s.items()]
         named = [(n, v) for n, v in named if torch.is_tensor(v) and v.is_floating_point()]
@@ -207,6 +217,7 @@ class Checkpointer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
                 **dataclasses.asdict(self.counters),
                 "steps_per_epoch": self.steps_per_epoch,
                 "rng": rng_state(),
@@ -218,18 +229,20 @@ class Checkpointer:
         self.last_saved_step = self.counters.step
         self.last_save_time = time.monotonic()
 
-    def save_best(self, epoch: int, val_top1: float) -> None:
-        """Write ``best.pt`` (rank 0): the weights after 1-based ``epoch``.
+    def save_best(self, epoch: int, val_top1: float, source: str = "raw") -> None:
+        """Write ``best.pt`` (rank 0): the weights after 1-based ``epoch``, the raw
+        model's or (``source = "ema"``) the EMA's, under the same keys.
 
         Raises:
             TrainingDivergedError: non-finite weights (:meth:`check_finite`).
         """
         self.check_finite()
+        weights = self.ema.module if source == "ema" else self.model
         if self.rank == 0:
             save_checkpoint(self.run_dir.best, {
-                "model": self.model.state_dict(), "epoch": epoch, "step": self.counters.step,
-                "val_top1": val_top1, "config": self.cfg.to_dict(), "git_commit": self.commit,
-                "num_classes": self.num_classes,
+                "model": weights.state_dict(), "epoch": epoch, "step": self.counters.step,
+                "val_top1": val_top1, "weights": source, "config": self.cfg.to_dict(),
+                "git_commit": self.commit, "num_classes": self.num_classes,
             })
 
     def kept_message(self) -> str:

@@ -19,7 +19,8 @@ from torch import nn
 
 from vit16 import distributed
 from vit16.checkpoint import CheckpointError
-from vit16.config import ExperimentConfig, batch_geometry
+from vit16.config import ExperimentConfig, batch_geometry, check_ranges
+from vit16.config_checks import AMP_MODES
 
 __all__ = [
     "AMP_MODES",
@@ -33,9 +34,6 @@ __all__ = [
     "seed_everything",
     "setup_runtime",
 ]
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-
 
 @dataclass(frozen=True)
 class Runtime:
@@ -108,21 +106,22 @@ def amp_settings(amp: str, device: torch.device) -> tuple[torch.dtype | None, bo
 
 
 def setup_runtime(cfg: ExperimentConfig, device: str | torch.device | None = None) -> Runtime:
-    """Check the batch geometry, AMP mode and epochs of ``cfg``, start the
-    process group when ``WORLD_SIZE > 1`` (NCCL on CUDA, gloo on the CPU) and
-    turn on TF32 / cuDNN autotuning on CUDA.
+    """Check every value of ``cfg`` (:func:`vit16.config.check_ranges`: a config
+    built by hand or read from a checkpoint, too) and its batch geometry for
+    this world size, start the process group when ``WORLD_SIZE > 1`` (NCCL on
+    CUDA, gloo on the CPU) and turn on TF32 / cuDNN autotuning on CUDA.
 
     Raises:
-        ValueError: bad batch geometry or AMP mode, ``epochs < 1``.
+        ConfigError: a value out of its range (one line naming ``[NAME.section]``).
+        ValueError: the batch sizes do not divide over the world size.
         vit16.distributed.DistributedSetupError: ``WORLD_SIZE > 1`` without
             ``MASTER_ADDR`` / ``MASTER_PORT``.
     """
+    check_ranges(cfg)
     rank, world_size = dist_env()
     device = resolve_device(device)
     micro, accum = batch_geometry(cfg.batch_size, cfg.micro_batch_size, world_size)
     autocast_dtype, use_scaler = amp_settings(cfg.amp, device)
-    if cfg.epochs < 1:
-        raise ValueError(f"epochs = {cfg.epochs} must be >= 1")
     if world_size > 1:  # torchrun / a --submit job: one process per rank, env:// rendezvous
         device = distributed.setup(device, rank, world_size)
     if device.type == "cuda":

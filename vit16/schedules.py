@@ -40,20 +40,10 @@ __all__ = [
 def warmup_steps(cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> int:
     """``round(cfg.warmup_epochs * steps_per_epoch)`` (an int number of steps).
 
-    Raises:
-        ValueError: negative warmup, or warmup longer than the whole run.
+    ``warmup_epochs`` is in ``[0, epochs]`` (:func:`vit16.config.check_ranges`),
+    so with ``total_steps = epochs x steps_per_epoch`` the warmup fits the run.
     """
-    if cfg.warmup_epochs < 0:
-        raise ValueError(
-            f"schedule.warmup_epochs = {cfg.warmup_epochs} is negative; use 0 for no warmup"
-        )
-    w = round(cfg.warmup_epochs * steps_per_epoch)
-    if w > total_steps:
-        raise ValueError(
-            f"schedule.warmup_epochs = {cfg.warmup_epochs} ({w} steps) is longer than the "
-            f"whole run ({total_steps} steps); lower warmup_epochs or raise epochs"
-        )
-    return w
+    return round(cfg.warmup_epochs * steps_per_epoch)
 
 
 @dataclass
@@ -146,17 +136,12 @@ class Step(Schedule):
 
 
 def _check(cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, total_steps: int) -> int:
+    """The warmup steps, after checking the run's length (the option values are
+    checked by :func:`vit16.config.check_ranges`)."""
     if steps_per_epoch < 1 or total_steps < 1:
         raise ValueError(
             f"schedule needs at least one step (steps_per_epoch={steps_per_epoch}, "
             f"total_steps={total_steps}); check epochs and batch_size against the data set size"
-        )
-    if base_lr <= 0:
-        raise ValueError(f"optim.lr = {base_lr} must be positive")
-    if cfg.min_lr < 0 or cfg.warmup_start_lr < 0:
-        raise ValueError(
-            f"schedule.min_lr = {cfg.min_lr} and warmup_start_lr = {cfg.warmup_start_lr} "
-            "must be >= 0"
         )
     return warmup_steps(cfg, steps_per_epoch, total_steps)
 
@@ -193,17 +178,14 @@ def step(cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, total_steps:
     """Optional linear warmup, then ``x gamma`` at each milestone (epochs; see :class:`Step`).
 
     Raises:
-        ValueError: no milestones, a negative milestone, or ``gamma`` outside (0, 1].
+        ValueError: no milestones (their range and ``gamma``'s are
+            :func:`vit16.config.check_ranges`').
     """
     w = _check(cfg, base_lr, steps_per_epoch, total_steps)
     if not cfg.milestones:
         raise ValueError(
             "schedule 'step' needs milestones (epochs), e.g. schedule.milestones = [30, 60, 90]"
         )
-    if any(m < 0 for m in cfg.milestones):
-        raise ValueError(f"schedule.milestones = {cfg.milestones} must all be >= 0 (epochs)")
-    if not 0 < cfg.gamma <= 1:
-        raise ValueError(f"schedule.gamma = {cfg.gamma} must be in (0, 1], e.g. 0.1")
     ms = tuple(sorted(round(m * steps_per_epoch) for m in cfg.milestones))
     return Step(base_lr, w, total_steps, cfg.warmup_start_lr, cfg.min_lr, ms, cfg.gamma)
 
@@ -213,9 +195,13 @@ def build_schedule(
 ) -> Schedule:
     """Build the schedule named ``cfg.name``; ``sched(step) -> lr`` (float).
 
+    ``cfg`` and ``base_lr`` are in their ranges (:func:`vit16.config.check_ranges`,
+    which :func:`vit16.config.resolve` and :func:`vit16.runtime.setup_runtime` call).
+
     Raises:
         vit16.registry.UnknownNameError: unknown schedule name (lists the known ones).
-        ValueError: inconsistent schedule options (one line naming the option).
+        ValueError: no step to schedule, or options the schedule needs and lacks
+            (``step`` without milestones).
     """
     return SCHEDULES.build(
         cfg.name,

@@ -201,18 +201,13 @@ def plan_runs(name: str, tables: dict, overrides: list[str], sweeps: list[str], 
 def executor_parameters(cfg: ExperimentConfig, local: bool = False) -> dict[str, Any]:
     """``AutoExecutor.update_parameters`` keywords for ``cfg.slurm`` (unset = cluster default).
 
+    ``cfg`` is resolved (:func:`vit16.config.resolve` checked the ranges of its values).
+
     Raises:
-        SubmitError: a value submitit or the local executor cannot take.
+        SubmitError: ``nodes > 1`` with ``local`` (the local executor runs on this machine only).
     """
     s = cfg.slurm
     table = f"[{cfg.name or 'NAME'}.slurm]"
-    for key in ("nodes", "timeout_min", "array_parallelism"):
-        if getattr(s, key) < 1:
-            raise SubmitError(f"{table}: {key} = {getattr(s, key)} must be >= 1")
-    for key in ("gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "max_requeues",
-                "signal_delay_s"):
-        if getattr(s, key) < 0:
-            raise SubmitError(f"{table}: {key} = {getattr(s, key)} must be >= 0")
     tasks = s.tasks_per_node or max(s.gpus_per_node, 1)
     # the job unpickles vit16.slurm.TrainJob: make this vit16 importable even when not installed
     root = shlex.quote(str(Path(__file__).resolve().parents[1]))

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vit16.checkpoint import git_commit, load_checkpoint
 from vit16.config import ExperimentConfig
@@ -44,13 +45,13 @@ from vit16.rundir import RunDir
 from vit16.runstate import (Checkpointer, Counters, ResumeMismatchError, RunInterrupted,
                             TrainingDivergedError, restore_rng)
 from vit16.runtime import Runtime, build_model, build_run_data, load_init, seed_everything, setup_runtime
-from vit16.schedules import build_schedule
+from vit16.schedules import build_schedule, warmup_steps
 
 __all__ = ["ResumeMismatchError", "RunInterrupted", "TrainingDivergedError", "train"]
 
 RESULT_KEYS = ("experiment", "model", "params", "dataset", "epochs", "val_top1", "test_top1",
-               "test_top1_best", "device", "git_commit", "overrides", "wall_time_s", "images_per_s",
-               "out_dir", "world_size")
+               "test_top1_best", "test_top1_ema", "best_weights", "device", "git_commit",
+               "overrides", "wall_time_s", "images_per_s", "out_dir", "world_size")
 """The summary keys that go into a results-table row."""
 
 
@@ -184,16 +185,31 @@ def _build_loop(cfg: ExperimentConfig, rt: Runtime, run_dir: RunDir, ckpt: dict 
         optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
+    ema = _build_ema(cfg, model, ckpt)
     if rt.is_main:
         run_dir.prepare(counters.epoch if ckpt is not None else None)
     checkpointer = Checkpointer(
-        run_dir, cfg, model, optimizer, scaler, counters, steps_per_epoch, data.num_classes,
+        run_dir, cfg, model, optimizer, scaler, ema, counters, steps_per_epoch, data.num_classes,
         git_commit(), rt.rank, rt.world_size, t_start, wall_base=counters.wall_seconds,
         last_saved_step=counters.step if ckpt is not None else None)
     train_model, eval_model = wrap_model(model, cfg, rt.device, rt.world_size)
+    reset = warmup_steps(cfg.schedule, steps_per_epoch, total_steps) if cfg.ema_warmup else 0
     return Loop(cfg, rt, data, model, train_model, eval_model, optimizer, scaler, sched, counters,
                 checkpointer, Progress(enabled=rt.is_main), steps_per_epoch, stop_step,
-                grad_hook, epoch_hook)
+                grad_hook, epoch_hook, ema, reset)
+
+
+def _build_ema(cfg: ExperimentConfig, model: nn.Module, ckpt: dict | None) -> AveragedModel | None:
+    """The EMA of the weights (``cfg.ema_decay > 0``), ``torch.optim.swa_utils``'
+    ``AveragedModel`` with ``get_ema_multi_avg_fn``, buffers included as
+    torchvision's references do; restored from ``ckpt["ema"]`` when resuming.
+    Every rank updates its own copy from identical weights, so no collective."""
+    if cfg.ema_decay <= 0:
+        return None
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    if ckpt is not None:
+        ema.load_state_dict(ckpt["ema"])
+    return ema
 
 
 def _start_line(loop: Loop, ckpt: dict | None, init_notes: list[str] | None) -> str:
@@ -213,33 +229,37 @@ def _start_line(loop: Loop, ckpt: dict | None, init_notes: list[str] | None) -> 
     )
 
 
-def _test(loop: Loop) -> tuple[dict | None, dict | None]:
-    """Test-set results of the final weights and of ``best.pt``'s (``None`` without a test split)."""
+def _test(loop: Loop) -> tuple[dict | None, dict | None, dict | None]:
+    """Test-set results of the final weights, of ``best.pt``'s and of the final
+    EMA weights (``None`` without a test split, a best.pt or an EMA)."""
     data, c, best = loop.data, loop.counters, loop.ckpt.run_dir.best
     if data.test is None or len(data.test) == 0:
-        return None, None
+        return None, None, None
     test = loop.evaluate(data.test)
+    test_ema = loop.evaluate(data.test, loop.ema.module) if loop.ema is not None else None
     if c.best_step < 0 or not best.exists():
-        return test, None
+        return test, None, test_ema
     if c.best_step == c.step:
-        return test, test
+        return test, test_ema if c.best_source == "ema" else test, test_ema
     final_weights = {k: v.to("cpu", copy=True) for k, v in loop.model.state_dict().items()}
     loop.model.load_state_dict(load_checkpoint(best, "cpu")["model"])
     test_best = loop.evaluate(data.test)
     loop.model.load_state_dict(final_weights)
-    return test, test_best
+    return test, test_best, test_ema
 
 
-def _summarise(loop: Loop, tests: tuple[dict | None, dict | None],
+def _summarise(loop: Loop, tests: tuple[dict | None, dict | None, dict | None],
                overrides: Iterable[str]) -> dict[str, Any]:
     """The run summary (:func:`train`'s return value): ``experiment``, ``model``,
     ``params`` (count), ``dataset``, ``epochs`` (float, epochs trained), ``steps``,
     ``val_top1``/``val_top5`` (%, final), ``val_loss``, ``best_val_top1`` (%),
     ``best_epoch``, ``test_top1``/``test_top5`` (%, final weights),
-    ``test_top1_best`` (%, best.pt's weights), ``wall_time_s``, ``train_time_s``
+    ``test_top1_best`` (%, best.pt's weights), ``test_top1_ema`` (%, final EMA
+    weights), ``best_weights`` (``"raw"`` or ``"ema"``: whose weights best.pt
+    holds; ``None`` without EMA), ``val_ema_top1`` (%), ``wall_time_s``, ``train_time_s``
     (seconds), ``images_per_s`` (training images/s), ``device``, ``world_size``
     (ranks), ``git_commit``, ``out_dir``, ``overrides``."""
-    cfg, c, (test, test_best) = loop.cfg, loop.counters, tests
+    cfg, c, (test, test_best, test_ema) = loop.cfg, loop.counters, tests
     val, has_best = c.last_val, c.best_step >= 0
     return {
         "experiment": cfg.name,
@@ -256,6 +276,9 @@ def _summarise(loop: Loop, tests: tuple[dict | None, dict | None],
         "test_top1": test and test["top1"],
         "test_top5": test and test["top5"],
         "test_top1_best": test_best and test_best["top1"],
+        "test_top1_ema": test_ema and test_ema["top1"],
+        "best_weights": (c.best_source if has_best else None) if loop.ema is not None else None,
+        "val_ema_top1": c.last_val_ema and c.last_val_ema["top1"],
         "wall_time_s": loop.ckpt.wall_now(),
         "train_time_s": c.train_seconds,
         "images_per_s": c.images_seen / max(c.train_seconds, 1e-9),

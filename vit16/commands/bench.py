@@ -5,7 +5,8 @@ Prints markdown tables.
     python -m vit16 bench --device cuda --batch-size 256
     python -m vit16 bench --device cpu --models vit_tiny,vit_small_cifar --batch-size 32
 
-MFU = (FLOPs of one training step, counted by ``torch.utils.flop_counter``)
+MFU = (FLOPs of one training step, counted by ``torch.utils.flop_counter``:
+:func:`vit16.models.flops.train_step_flops`)
 x (steps/s) / (the device's peak dense FLOP/s). Peaks are the vendors' dense
 bf16 tensor-core numbers for GPUs; on a CPU the peak is measured as the fp32
 rate of a large matrix multiply on the same machine (so MFU there reads as a
@@ -20,16 +21,17 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import vit16
 from vit16.commands.common import choose_device, reports_user_errors
+from vit16.models.flops import train_step_flops
 
 # Dense bf16 peak FLOP/s, vendor data sheets (no sparsity).
 GPU_PEAK_FLOPS = {"H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
                   "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12, "4090": 165e12}
 
-MODELS_32 = ["vit_tiny", "vit_small_cifar", "vit_small", "vit_base", "resnet50_cifar"]
+MODELS_32 = ["vit_quick", "vit_tiny", "vit_small_cifar", "vit_small", "vit_base", "resnet20_cifar",
+             "resnet50_cifar"]
 MODELS_224 = ["vit_s16", "vit_b16", "vit_l16", "resnet50"]
 
 
@@ -58,15 +60,6 @@ def peak_flops(device: torch.device) -> float:
             a @ b
         best = max(best, 4 * 2 * 2048**3 / (time.perf_counter() - start))
     return best
-
-
-def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """FLOPs of one forward + backward pass on batch ``x`` with labels ``y``
-    (counted by ``FlopCounterMode``, not estimated); the gradients are cleared."""
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
 
 
 def bench_model(name: str, device: torch.device, batch_size: int, steps: int,

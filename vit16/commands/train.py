@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from vit16.commands.common import add_device_argument, choose_device, reports_user_errors
 from vit16.config import ConfigError, ExperimentConfig, load_tables, resolve
 from vit16.experiment import DEFAULT_EXPERIMENTS, default_results_file, run_experiment
+from vit16.preflight import check_model_options, check_options
 from vit16.registry import UnknownNameError
 
 __all__ = ["check_names", "count_params", "main", "parse_args", "print_list", "toml_dumps"]
@@ -106,18 +105,10 @@ def count_params(cfg: ExperimentConfig, num_classes: int | None = None) -> int:
 
     Raises:
         vit16.UnknownNameError: unknown model name.
-        ConfigError: the builder refuses the ``[NAME.model]`` options (names them).
+        ConfigError: the builder refuses the ``[NAME.model]`` options
+            (:func:`vit16.preflight.check_model_options`).
     """
-    import vit16
-
-    kwargs = cfg.model.overrides()
-    if num_classes is not None:
-        kwargs.setdefault("num_classes", num_classes)
-    try:
-        with torch.device("meta"):
-            model = vit16.MODELS.build(cfg.model.name, **kwargs)
-    except (TypeError, ValueError) as err:  # an option this model has not, or a bad value
-        raise ConfigError(f"[{cfg.name or 'NAME'}.model]: {err}") from None
+    model = check_model_options(cfg, num_classes)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -161,12 +152,13 @@ def print_list(tables: dict) -> list[str]:
 
 
 def check_names(cfg: ExperimentConfig) -> None:
-    """Fail on an unknown model, data set or schedule name, or a bad
-    ``[NAME.prune]`` table, before any work.
+    """Fail on an unknown model, data set or schedule name, a bad
+    ``[NAME.prune]`` table, or model, optimizer or schedule options their
+    builders reject (:func:`vit16.preflight.check_options`), before any work.
 
     Raises:
         vit16.UnknownNameError: an unknown name.
-        ConfigError: a bad pruning table.
+        ConfigError: a bad pruning table or option (one line naming ``[NAME.section]``).
     """
     import vit16
 
@@ -177,6 +169,7 @@ def check_names(cfg: ExperimentConfig) -> None:
         from vit16.prune import check_prune_config
 
         check_prune_config(cfg)
+    check_options(cfg)
 
 
 @reports_user_errors

@@ -12,7 +12,7 @@ DataLoader pipelines), ``loaders`` (train/eval loaders), ``build``.
 """
 
 from vit16.data import sources  # noqa: F401  (registers the data sets)
-from vit16.data.build import DataBundle, build_data, check_data_config, data_throughput
+from vit16.data.build import DataBundle, build_data, data_throughput
 from vit16.data.cache import cache_dir
 from vit16.data.loaders import EvalLoader, TrainLoader
 from vit16.data.roots import DataNotFoundError, resolve_data_root
@@ -29,7 +29,6 @@ __all__ = [
     "TrainLoader",
     "build_data",
     "cache_dir",
-    "check_data_config",
     "data_throughput",
     "resolve_data_root",
 ]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-POLICIES = ("randaugment", "autoaugment", "trivialaugment")
+from vit16.config_checks import AUTO_AUGMENT_POLICIES as POLICIES
 
 
 def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vit16.config import ConfigError, batch_geometry
-from vit16.data.augment import POLICIES, BatchAugment
+from vit16.config import batch_geometry, check_ranges
+from vit16.data.augment import BatchAugment
 from vit16.data.loaders import DeviceTrainLoader, EvalLoader, TrainLoader, WorkerTrainLoader
 from vit16.data.roots import resolve_data_root
 from vit16.data.sampling import EpochSampler
@@ -33,33 +33,6 @@ class DataBundle:
     description: str
 
 
-def check_data_config(cfg, table: str = "NAME") -> None:
-    """Validate the option values of a :class:`~vit16.config.DataConfig`.
-
-    Raises:
-        ConfigError: one line naming ``[table.data]``, the key and the allowed values.
-    """
-    where = f"[{table}.data]"
-    checks = [
-        (cfg.auto_augment in ("", *POLICIES), "auto_augment", f"one of '', {', '.join(POLICIES)}"),
-        (cfg.label in ("fine", "coarse"), "label", "'fine' or 'coarse'"),
-        (cfg.img_size >= 1, "img_size", ">= 1"),
-        (cfg.val_size >= 0, "val_size", ">= 0"),
-        (cfg.train_limit >= 0, "train_limit", ">= 0 (0 = no limit)"),
-        (0.0 < cfg.fraction <= 1.0, "fraction", "in (0, 1]"),
-        (cfg.num_workers >= 0, "num_workers", ">= 0"),
-        (cfg.crop_padding >= 0, "crop_padding", ">= 0"),
-        (0.0 <= cfg.random_erasing <= 1.0, "random_erasing", "a probability in [0, 1]"),
-        (cfg.mixup_alpha >= 0, "mixup_alpha", ">= 0 (0 = off)"),
-        (cfg.cutmix_alpha >= 0, "cutmix_alpha", ">= 0 (0 = off)"),
-        (0.0 <= cfg.mix_prob <= 1.0, "mix_prob", "a probability in [0, 1]"),
-        (cfg.repeated_aug >= 1, "repeated_aug", ">= 1 (1 = off)"),
-    ]
-    for ok, key, allowed in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {key} = {getattr(cfg, key)!r} is invalid; expected {allowed}")
-
-
 def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
                data_root: str | None = None, micro_batch_size: int | None = None) -> DataBundle:
     """Read the data set of ``cfg.data``, split it and build this rank's loaders.
@@ -81,13 +54,14 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
 
     Raises:
         DataNotFoundError: the data set is not under the data root.
-        ConfigError: an invalid data option.
+        ConfigError: a ``[NAME.data]`` value out of its range
+            (:func:`vit16.config.check_ranges`).
         UnknownNameError: ``cfg.data.name`` is not a registered data set.
         ValueError: splits do not fit the data, the batch sizes do not
             divide, or the training split is smaller than one global micro-batch.
     """
     dcfg, table = cfg.data, cfg.name or "NAME"
-    check_data_config(dcfg, table)
+    check_ranges(cfg, ("data",))  # configs not made by resolve() too
     device = torch.device(device)
     mb = micro_batch_size or batch_geometry(cfg.batch_size, cfg.micro_batch_size, world_size)[0]
     eval_bs = cfg.eval_batch_size or mb

@@ -84,6 +84,14 @@ _CAPTURE_LOCK = threading.Lock()
 _capture_fds: dict[int, int] = {}  # pid -> fd of an unlinked temporary file (one per process: fork)
 
 
+def _new_lock_after_fork() -> None:  # a DataLoader worker must not inherit a held lock
+    global _CAPTURE_LOCK
+    _CAPTURE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def _redirect_stderr() -> tuple[int, int] | None:
     """Point file descriptor 2 at this process's capture file; (its fd, saved fd 2)."""
     try:
@@ -306,15 +314,17 @@ def _field(path: Path, entry: dict, key: str):
 
 
 def read_cifar_batches(folder: Path, files: list[str], label_keys: tuple[str, ...],
-                       classes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+                       classes: dict[str, int] | None = None, optional: tuple[str, ...] = ()
+                       ) -> dict[str, np.ndarray]:
     """Read CIFAR python batches (the ``cifar-10-python.tar.gz`` format) without md5 checks.
 
     Each file is a pickle of a dict with ``data`` (uint8 (N, 3072), CHW
     planes) and one list per label key; ``classes`` (label key -> class
-    count) bounds the labels.
+    count) bounds the labels. A key in ``optional`` that the first batch
+    lacks is left out of the result (one it has, every batch must have).
 
     Returns:
-        ``x``: uint8 (N, 32, 32, 3); one int64 (N,) array per ``label_keys`` entry.
+        ``x``: uint8 (N, 32, 32, 3); one int64 (N,) array per label key read.
 
     Raises:
         DataNotFoundError: a batch file is missing.
@@ -322,7 +332,8 @@ def read_cifar_batches(folder: Path, files: list[str], label_keys: tuple[str, ..
             label key, or has data that is not uint8 (N, 3072), labels of
             another length or out of range.
     """
-    xs, ys = [], {k: [] for k in label_keys}
+    xs: list[np.ndarray] = []
+    ys: dict[str, list[np.ndarray]] = {}
     for name in files:
         path = folder / name
         entry = _read_pickle(path, "CIFAR python batch")
@@ -330,8 +341,10 @@ def read_cifar_batches(folder: Path, files: list[str], label_keys: tuple[str, ..
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise BadDataError(f"{path}: 'data' is {data.dtype} of shape {data.shape}; expected uint8 "
                                "(N, 3072), one image of 3 x 32 x 32 planes per row: copy or extract it again")
+        if not xs:
+            ys = {k: [] for k in label_keys if k in entry or k not in optional}
         xs.append(data.reshape(-1, 3, 32, 32))
-        for k in label_keys:
+        for k in ys:
             y = np.asarray(_field(path, entry, k))
             check_labels(str(path), k, y, len(data), (classes or {}).get(k), "data")
             ys[k].append(y.astype(np.int64))
@@ -340,9 +353,11 @@ def read_cifar_batches(folder: Path, files: list[str], label_keys: tuple[str, ..
     return out
 
 
-def read_cifar_meta(path: Path, keys: tuple[str, ...], counts: dict[str, int] | None = None) -> dict[str, list[str]]:
+def read_cifar_meta(path: Path, keys: tuple[str, ...], counts: dict[str, int] | None = None,
+                    optional: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Class-name lists from a CIFAR ``batches.meta`` / ``meta`` pickle;
-    ``counts`` (key -> class count) is the length each list must have.
+    ``counts`` (key -> class count) is the length each list must have; a key
+    in ``optional`` that the file lacks is left out.
 
     Raises:
         DataNotFoundError: the file is missing.
@@ -350,9 +365,10 @@ def read_cifar_meta(path: Path, keys: tuple[str, ...], counts: dict[str, int] | 
             another length than ``counts`` says.
     """
     meta = _read_pickle(path, "CIFAR python meta")
-    out = {k: [str(n) for n in _field(path, meta, k)] for k in keys}
+    out = {k: [str(n) for n in _field(path, meta, k)] for k in keys if k in meta or k not in optional}
     for k, n in (counts or {}).items():
-        check_names(str(path), k, np.asarray(out[k], dtype=str), n)
+        if k in out:
+            check_names(str(path), k, np.asarray(out[k], dtype=str), n)
     return out
 
 

@@ -143,10 +143,11 @@ def _has_image_folder(folder: Path, splits: tuple[str, str]) -> bool:
 
 
 def _pickle_arrays(name: str, folder: Path, train: list[str], test: list[str], meta: str,
-                   labels: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
+                   labels: dict[str, tuple[str, int]], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Read CIFAR python batches through the cache (no md5 check; see decode).
 
-    ``labels``: label key -> (its class-name key in ``meta``, class count).
+    ``labels``: label key -> (its class-name key in ``meta``, class count);
+    the label and name keys in ``optional`` may be absent (left out).
 
     Raises:
         DataNotFoundError: a batch or the meta file is missing.
@@ -162,21 +163,32 @@ def _pickle_arrays(name: str, folder: Path, train: list[str], test: list[str], m
     name_counts = {nk: n for nk, n in labels.values()}
 
     def build() -> dict[str, np.ndarray]:
-        tr = decode.read_cifar_batches(folder, train, tuple(labels), classes)
-        te = decode.read_cifar_batches(folder, test, tuple(labels), classes)
-        names = decode.read_cifar_meta(folder / meta, tuple(name_counts), name_counts)
+        tr = decode.read_cifar_batches(folder, train, tuple(labels), classes, optional)
+        te = decode.read_cifar_batches(folder, test, tuple(labels), classes, optional)
+        names = decode.read_cifar_meta(folder / meta, tuple(name_counts), name_counts, optional)
         out = {"x_train": tr["x"], "x_test": te["x"]}
-        for k in labels:
-            out[f"y_train:{k}"] = tr[k]
-            out[f"y_test:{k}"] = te[k]
+        out.update({f"y_train:{k}": v for k, v in tr.items() if k != "x"})
+        out.update({f"y_test:{k}": v for k, v in te.items() if k != "x"})
         out.update({f"names:{k}": np.asarray(v, dtype=str) for k, v in names.items()})
         return out
 
     def check(a: dict[str, np.ndarray]) -> None:
-        ys = {f"y_{s}:{k}": (f"x_{s}", n) for k, n in classes.items() for s in ("train", "test")}
-        check_arrays(str(folder), a, ys, {f"names:{nk}": n for nk, n in name_counts.items()})
+        def wanted(key: str, field: str) -> bool:
+            return key in a or field not in optional
+
+        ys = {f"y_{s}:{k}": (f"x_{s}", n) for k, n in classes.items() for s in ("train", "test")
+              if wanted(f"y_{s}:{k}", k)}
+        check_arrays(str(folder), a, ys, {f"names:{k}": n for k, n in name_counts.items() if wanted(f"names:{k}", k)})
 
     return cache.cached_arrays(f"{name}-pickle", key, build, check)
+
+
+def _need_pickle_labels(folder: Path, a: dict[str, np.ndarray], label: str) -> None:
+    keys = [f"y_train:{label}_labels", f"y_test:{label}_labels", f"names:{label}_label_names"]
+    absent = [k.split(":")[1] for k in keys if k not in a]
+    if absent:
+        raise BadDataError(f"{folder}: the CIFAR python batches have no {', '.join(absent)}, needed for "
+                           f"label = {label!r}; use label = 'fine' or copy or extract the official batches again")
 
 
 def download_official(name: str, root: Path) -> None:
@@ -259,8 +271,10 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
     coarse = cfg.label == "coarse"
     if (pickles / "test").is_file():
         a = _pickle_arrays("cifar100", pickles, ["train"], ["test"], "meta",
-                           {"fine_labels": ("fine_label_names", 100), "coarse_labels": ("coarse_label_names", 20)})
+                           {"fine_labels": ("fine_label_names", 100), "coarse_labels": ("coarse_label_names", 20)},
+                           optional=("coarse_labels", "coarse_label_names"))
         k = "coarse" if coarse else "fine"
+        _need_pickle_labels(pickles, a, k)
         y_tr, y_te = a[f"y_train:{k}_labels"], a[f"y_test:{k}_labels"]
         names = list(a[f"names:{k}_label_names"])
         x_tr, x_te, where = a["x_train"], a["x_test"], f"python batches {pickles}"

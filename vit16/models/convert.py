@@ -4,6 +4,9 @@ vit16 names follow timm (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
 ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``,
 ``pre_logits``, ``head``). Values are never changed, only renamed: the qkv
 weight of all three libraries stacks q, k and v rows head by head in the same order.
+A hybrid's ResNet (:mod:`vit16.models.hybrid`) has timm's names too
+(``patch_embed.backbone.stem.conv``, ``...stages.S.blocks.U.{conv,norm}{1,2,3}``,
+``...downsample.{conv,norm}``), as timm's ``vit_base_r50_s16_224`` holds them.
 """
 
 from __future__ import annotations
@@ -90,12 +93,15 @@ def to_torchvision(state_dict: StateDict) -> StateDict:
 
 _TIMM_KNOWN = re.compile(
     r"(patch_embed\.proj|cls_token|pos_embed|norm|fc_norm|head|pre_logits\.fc|"
-    r"blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2))(\.(weight|bias))?"
+    r"blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)|"
+    r"patch_embed\.backbone\.(stem\.(conv|norm)|"  # the hybrid's ResNetV2 (timm.models.resnetv2)
+    r"stages\.\d+\.blocks\.\d+\.(conv[123]|norm[123]|downsample\.(conv|norm))))(\.(weight|bias))?"
 )
 
 
 def from_timm(state_dict: StateDict) -> StateDict:
-    """Rename a timm ``VisionTransformer`` state dict to vit16's names.
+    """Rename a timm ``VisionTransformer`` state dict to vit16's names; a
+    hybrid's (``vit_base_r50_s16_224``, ``_384``) backbone keys keep their names.
 
     timm's ``global_pool="avg"`` models normalise after pooling (``fc_norm``):
     build the vit16 model with ``pool="gap"`` (whose default is ``fc_norm=True``)

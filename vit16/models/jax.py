@@ -1,6 +1,7 @@
 """The original google-research/vision_transformer checkpoints (``ViT-B_16.npz``
-layout, Flax/JAX) as vit16 state dicts and back: :func:`from_jax_npz` renames
-and transposes the arrays, :func:`to_jax_npz` is its inverse."""
+and the hybrid's ``R50+ViT-B_16.npz`` layout, Flax/JAX) as vit16 state dicts and
+back: :func:`from_jax_npz` renames and transposes the arrays, :func:`to_jax_npz`
+is its inverse."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ _JAX_BLOCK = {
 }
 _JAX_BLOCK_DENSE = {"MlpBlock_3/Dense_0/kernel": "mlp.fc1.weight", "MlpBlock_3/Dense_1/kernel": "mlp.fc2.weight"}
 _JAX_MHA = "MultiHeadDotProductAttention_1/"
+_BACKBONE = "patch_embed.backbone."
+_JAX_ROOT = {"conv_root/kernel": "stem.conv.weight", "gn_root/scale": "stem.norm.weight",
+             "gn_root/bias": "stem.norm.bias"}
+_JAX_UNIT = {**{f"conv{r}/kernel": f"conv{r}.weight" for r in (1, 2, 3)},
+             **{f"gn{r}/scale": f"norm{r}.weight" for r in (1, 2, 3)},
+             **{f"gn{r}/bias": f"norm{r}.bias" for r in (1, 2, 3)},
+             "conv_proj/kernel": "downsample.conv.weight", "gn_proj/scale": "downsample.norm.weight",
+             "gn_proj/bias": "downsample.norm.bias"}
 _JAX_PREFIXES = ("", "opt/target/", "params/")  # plain, old Flax optimizer, Flax params
 
 
@@ -68,6 +77,36 @@ def _fuse_qkv(qkv: dict[tuple[int, str, str], torch.Tensor]) -> StateDict:
     return out
 
 
+def _from_jax_backbone(key: str, value: Any) -> tuple[str, torch.Tensor] | None:
+    """A hybrid ResNet array (``conv_root``, ``gn_root``, ``blockS/unitU/...``,
+    stages and units counted from 1, HWIO kernels) as (vit16 name, tensor);
+    None for any other key."""
+    m = re.fullmatch(r"block(\d+)/unit(\d+)/(.+)", key)
+    if key in _JAX_ROOT:
+        name = _JAX_ROOT[key]
+    elif m and m.group(3) in _JAX_UNIT and int(m.group(1)) > 0 and int(m.group(2)) > 0:
+        name = f"stages.{int(m.group(1)) - 1}.blocks.{int(m.group(2)) - 1}.{_JAX_UNIT[m.group(3)]}"
+    else:
+        return None
+    t = _tensor(value)
+    return _BACKBONE + name, (t.permute(3, 2, 0, 1).contiguous() if t.ndim == 4 else t.reshape(-1))
+
+
+def _to_jax_backbone(key: str, t: torch.Tensor) -> tuple[str, np.ndarray] | None:
+    """Inverse of :func:`_from_jax_backbone` (None for a key outside the backbone)."""
+    sub = key[len(_BACKBONE):] if key.startswith(_BACKBONE) else None
+    root = {v: k for k, v in _JAX_ROOT.items()}
+    unit = {v: k for k, v in _JAX_UNIT.items()}
+    m = re.fullmatch(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)", sub or "")
+    if sub in root:
+        name = root[sub]
+    elif m and m.group(3) in unit:
+        name = f"block{int(m.group(1)) + 1}/unit{int(m.group(2)) + 1}/{unit[m.group(3)]}"
+    else:
+        return None
+    return name, (t.permute(2, 3, 1, 0) if t.ndim == 4 else t).numpy()
+
+
 def from_jax_npz(npz: Mapping[str, Any]) -> StateDict:
     """Rename (and transpose) the arrays of an original
     google-research/vision_transformer checkpoint (``ViT-B_16.npz`` layout) to a
@@ -82,6 +121,13 @@ def from_jax_npz(npz: Mapping[str, Any]) -> StateDict:
     ``MlpBlock_3/Dense_{0,1}``; ``Transformer/encoder_norm``; optional
     ``pre_logits`` and ``head``. Keys may sit under ``opt/target/`` or
     ``params/``; other arrays outside that prefix (optimizer state) are ignored.
+
+    A hybrid (``R50+ViT-B_16.npz``; :mod:`vit16.models.hybrid`) also has its
+    ResNet: ``conv_root/kernel`` (7, 7, C, 64) and ``gn_root/{scale,bias}``;
+    ``blockS/unitU/`` (from 1) with ``conv{1,2,3}/kernel`` (k, k, in, out),
+    ``gn{1,2,3}/{scale,bias}`` and, in each stage's first unit,
+    ``conv_proj/kernel`` and ``gn_proj/{scale,bias}``; its ``embedding/kernel``
+    is (1, 1, 1024, D) for 1x1 patches of the stride-16 feature map.
 
     The names say nothing about pooling: a GAP checkpoint (no ``cls``) needs
     a model built with ``pool="gap", class_token=False, fc_norm=False``.
@@ -113,6 +159,8 @@ def from_jax_npz(npz: Mapping[str, Any]) -> StateDict:
             out[_JAX_TOP[key]] = _tensor(value)
         elif key in _JAX_DENSE:
             out[_JAX_DENSE[key]] = _tensor(value).T.contiguous()
+        elif m is None and (backbone := _from_jax_backbone(key, value)) is not None:
+            out[backbone[0]] = backbone[1]
         elif m is None:
             unknown.append(full)
         else:
@@ -133,8 +181,8 @@ def from_jax_npz(npz: Mapping[str, Any]) -> StateDict:
     if unknown:
         raise KeyError(
             f"JAX checkpoint has arrays vit16's VisionTransformer cannot hold: "
-            f"{', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''} (hybrid ResNet "
-            "stems, MAP heads and scanned big_vision layouts are not supported)"
+            f"{', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''} (MAP heads and "
+            "scanned big_vision layouts are not supported)"
         )
     return out
 
@@ -164,6 +212,8 @@ def to_jax_npz(state_dict: Mapping[str, torch.Tensor], num_heads: int) -> dict[s
             out[top[key]] = t.numpy()
         elif key in dense:
             out[dense[key]] = t.T.numpy()
+        elif m is None and (backbone := _to_jax_backbone(key, t)) is not None:
+            out[backbone[0]] = backbone[1]
         elif m is None:
             unknown.append(key)
         else:

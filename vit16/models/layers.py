@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "Block", "Mlp", "PatchEmbed", "drop_path", "relative_position_index"]
+__all__ = ["Attention", "Block", "Mlp", "PatchEmbed", "check_image_size", "drop_path",
+           "relative_position_index"]
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -25,6 +26,20 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     keep = 1.0 - p
     mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
     return x * mask / keep
+
+
+def check_image_size(x: torch.Tensor, img_size: int) -> None:
+    """Check that images (B, C, H, W) are ``img_size`` x ``img_size``.
+
+    Raises:
+        ValueError: naming the size found and the one expected.
+    """
+    if x.shape[-2:] != (img_size, img_size):
+        raise ValueError(
+            f"input images are {tuple(x.shape[-2:])}, the model expects "
+            f"({img_size}, {img_size}); resize the data (data.img_size) "
+            "or build the model with img_size matching it"
+        )
 
 
 class PatchEmbed(nn.Module):
@@ -51,12 +66,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(
-                f"input images are {tuple(x.shape[-2:])}, the model expects "
-                f"({self.img_size}, {self.img_size}); resize the data (data.img_size) "
-                "or build the model with img_size matching it"
-            )
+        check_image_size(x, self.img_size)
         return self.proj(x).flatten(2).transpose(1, 2)
 
 

@@ -1,5 +1,6 @@
 """Built-in model names of ``vit16.MODELS``: the ViT sizes of the paper and the
-course plan, and torchvision's ResNet-50 baseline.
+course plan, torchvision's ResNet-50 baseline and a CIFAR ResNet-20 of
+torchvision's blocks.
 
 Every builder takes ``num_classes`` and any :class:`VisionTransformer` option
 as keyword overrides: ``MODELS.build("vit_b16", num_classes=10, drop_path=0.1)``.
@@ -12,6 +13,7 @@ import inspect
 import torchvision
 from torch import nn
 
+from vit16.models.resnet_cifar import CifarResNet
 from vit16.models.vit import VisionTransformer
 from vit16.registry import MODELS
 
@@ -105,3 +107,17 @@ def resnet50_cifar(num_classes: int = 10, **overrides) -> nn.Module:
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return model
+
+
+@MODELS.register("resnet20_cifar")
+def resnet20_cifar(num_classes: int = 10, **overrides) -> CifarResNet:
+    """He et al. 2016's CIFAR ResNet-20 (Deep Residual Learning, section 4.2) of
+    torchvision ``BasicBlock``s, the CPU-sized CNN baseline: 3x3 stem with 16
+    channels, 3 stages of 3 blocks with 16/32/64 channels (stride 2 at stages 2
+    and 3), global average pool, linear head. Option B (1x1 conv + BN projection)
+    shortcuts in the two downsampling blocks where the paper has option A
+    (zero-padded identity): 272,474 params with 10 classes (option A: 269,722).
+    ``depth`` (6n + 2: 32, 44, 56, 110) and ``width`` (stage-1 channels) give the
+    paper's other CIFAR ResNets; :class:`~vit16.models.resnet_cifar.CifarResNet`."""
+    _check_options("resnet20_cifar", overrides, ["num_classes", "depth", "width"])
+    return CifarResNet(num_classes=num_classes, **overrides)

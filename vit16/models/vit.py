@@ -7,8 +7,10 @@ Words", ICLR 2021 (arXiv:2010.11929), section 3.1, equations 1-4:
     y = LN(z_L^0)                                            (4)
 
 followed by a linear head (with an optional tanh pre-logits layer, used when
-pre-training). Parameter names follow timm's ``VisionTransformer`` so that
-state dicts map one to one.
+pre-training). With ``hybrid_layers`` the patches come from a ResNet feature
+map (section 3.1, "Hybrid Architecture"; :mod:`vit16.models.hybrid`).
+Parameter names follow timm's ``VisionTransformer`` so that state dicts map one
+to one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from vit16.models.hybrid import HybridEmbed
 from vit16.models.layers import Block, PatchEmbed
 
 POS_EMBEDS = ("learned_1d", "none", "learned_2d", "relative")
@@ -31,7 +35,9 @@ class VisionTransformer(nn.Module):
 
     Args:
         img_size: input resolution in pixels (square).
-        patch_size: patch side P in pixels; the sequence has N = (img_size/P)^2 patches.
+        patch_size: patch side P in pixels; the sequence has N = (img_size/P)^2 patches
+            (for a hybrid, the image patch one token covers: a multiple of the
+            backbone's stride, 16 for R50+ViT-B/16's 1x1 feature-map patches).
         in_chans: input channels.
         num_classes: classes of the linear head (0 = no head, forward returns pooled features).
         embed_dim: hidden size D.
@@ -71,6 +77,16 @@ class VisionTransformer(nn.Module):
             ``embed_dim // num_heads``. None = ``num_heads`` in every block.
         block_mlp_dims: MLP hidden size of each block (length ``depth``), as
             ``block_heads``; None = ``mlp_dim`` in every block.
+        hybrid_layers: None (default) = patches of the image; a list of units
+            per ResNet stage = the hybrid (section 3.1): eq. 1 on the feature map
+            of a BiT ResNet (:class:`~vit16.models.hybrid.HybridEmbed`), e.g.
+            ``(3, 4, 9)`` for the paper's R50 with stage 4 moved into stage 3
+            (stride 16); ``()`` = the ResNet stem alone (stride 4).
+        grad_checkpointing: in training (``model.train()`` with gradients on),
+            recompute each block's activations in the backward pass instead of
+            keeping them (``torch.utils.checkpoint``, non-reentrant, the RNG state
+            restored so dropout and stochastic depth repeat): less memory, one
+            more forward pass per block. Gradients are the same.
 
     Raises:
         ValueError: on inconsistent options (unknown pool or pos_embed, cls
@@ -84,7 +100,9 @@ class VisionTransformer(nn.Module):
                  representation_size: int | None = None, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, qkv_bias: bool = True,
                  zero_head: bool = False, pos_embed: str = "learned_1d",
-                 block_heads: list[int] | None = None, block_mlp_dims: list[int] | None = None):
+                 block_heads: list[int] | None = None, block_mlp_dims: list[int] | None = None,
+                 hybrid_layers: list[int] | tuple[int, ...] | None = None,
+                 grad_checkpointing: bool = False):
         super().__init__()
         for key, value in (("block_heads", block_heads), ("block_mlp_dims", block_mlp_dims)):
             if value is not None and len(value) != depth:
@@ -104,9 +122,13 @@ class VisionTransformer(nn.Module):
         self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
         self.fc_norm = (pool == "gap") if fc_norm is None else fc_norm
+        self.grad_checkpointing = grad_checkpointing
         mlp_dim = mlp_dim or int(embed_dim * mlp_ratio)
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        if hybrid_layers is None:
+            self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        else:
+            self.patch_embed = HybridEmbed(img_size, patch_size, in_chans, embed_dim, hybrid_layers)
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         if pos_embed == "learned_1d":
@@ -208,8 +230,9 @@ class VisionTransformer(nn.Module):
         """(B, C, H, W) -> encoder output tokens (B, T, D), T = 1 + N with a
         class token. The final LayerNorm is applied here unless ``fc_norm``."""
         x = self.embed(x)
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return x if self.fc_norm else self.norm(x)
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -269,3 +292,44 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int | tuple[int, int],
     grid = F.interpolate(grid, size=new_hw, mode="bicubic", align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_hw[0] * new_hw[1], dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
+
+
+def resample_patch_embed(weight: torch.Tensor, new_size: int | tuple[int, int],
+                         interpolation: str = "bicubic", antialias: bool = True) -> torch.Tensor:
+    """Resample a patch-embedding kernel to another patch size with FlexiViT's
+    pseudo-inverse resize (PI-resize; Beyer et al., "FlexiViT: One Model for
+    All Patch Sizes", CVPR 2023, section 3.4).
+
+    Resizing a patch ``x`` (p x p) to ``new_size`` is a linear map ``B x``
+    (``F.interpolate``, ``interpolation``/``antialias``). The new kernel ``w'``
+    solves ``<x, w> = <B x, w'>`` for all ``x``, i.e. ``B^T w' = w``, in the
+    least-squares sense: ``w' = pinv(B^T) w``. Upsampling (new side > old) this
+    is exact: the token of the resized patch equals the token of the original.
+    Same result as ``timm.layers.resample_patch_embed``.
+
+    Args:
+        weight: (D, C, p, p) (or (D, C, p_h, p_w)) kernel of eq. 1's projection E.
+        new_size: the new patch side (or (h, w)).
+
+    Returns:
+        (D, C, h, w) in ``weight``'s dtype (computed in float32); the input
+        itself when the size is unchanged.
+
+    Raises:
+        ValueError: ``weight`` is not 4-D.
+    """
+    if weight.ndim != 4:
+        raise ValueError(f"a patch-embedding kernel is (D, C, p, p), got shape {tuple(weight.shape)}")
+    new_hw = (new_size, new_size) if isinstance(new_size, int) else tuple(new_size)
+    old_hw = tuple(weight.shape[-2:])
+    if old_hw == new_hw:
+        return weight
+    n_old = old_hw[0] * old_hw[1]
+    basis = torch.eye(n_old, dtype=torch.float32, device=weight.device).reshape(n_old, 1, *old_hw)
+    resized = F.interpolate(basis, size=new_hw, mode=interpolation, antialias=antialias,
+                            align_corners=False if interpolation in ("bilinear", "bicubic") else None)
+    resize = resized.reshape(n_old, -1).T  # B: (h*w, p*p), resized patch = B @ patch
+    d, c = weight.shape[:2]
+    # w' = pinv(B^T) w for every (d, c) filter; as rows: w'^T = w^T pinv(B)
+    out = weight.float().reshape(d, c, n_old) @ torch.linalg.pinv(resize)
+    return out.reshape(d, c, *new_hw).to(weight.dtype)

@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from vit16.config_checks import PRUNE_METHODS as METHODS
+from vit16.config_checks import PRUNE_SCOPES as SCOPES
 from vit16.prune.structures import (
     block_tensors,
     expand_keep,
@@ -36,10 +38,6 @@ from vit16.prune.structures import (
 )
 
 __all__ = ["METHODS", "SCOPES", "imp_masks", "next_masks", "refill_masks", "rsst_lambda"]
-
-METHODS = ("imp", "refill", "rsst")
-SCOPES = ("global", "layer")
-
 
 def _smallest(scores: torch.Tensor, alive: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask of the ``k`` alive entries with the smallest scores (ties: lower index first)."""

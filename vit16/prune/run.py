@@ -35,7 +35,7 @@ from torch import nn
 
 from vit16 import distributed
 from vit16.checkpoint import git_commit, load_checkpoint, save_checkpoint
-from vit16.config import ConfigError, ExperimentConfig
+from vit16.config import ConfigError, ExperimentConfig, check_ranges
 from vit16.engine import evaluate
 from vit16.prune.masks import (
     apply_masks,
@@ -45,7 +45,7 @@ from vit16.prune.masks import (
     prunable_linears,
     sparsity,
 )
-from vit16.prune.methods import METHODS, SCOPES, next_masks, rsst_lambda
+from vit16.prune.methods import next_masks, rsst_lambda
 from vit16.prune.export import export_model
 from vit16.results import PRUNE_COLUMNS, append_result, device_name
 from vit16.rundir import RunDir
@@ -58,29 +58,19 @@ DEFAULT_RESULTS = "results/PRUNING.md"
 
 
 def check_prune_config(cfg: ExperimentConfig) -> None:
-    """Validate ``cfg.prune`` before any work.
+    """Validate ``cfg.prune`` before any work: its values
+    (:func:`vit16.config.check_ranges`, for configs not made by
+    :func:`~vit16.config.resolve`), and that the model is a ViT.
 
     Raises:
-        ConfigError: unknown method or scope, rounds < 1, rate outside [0, 1),
-            rewind_epoch outside [0, epochs], a negative reg, or a model that is not a ViT.
+        ConfigError: a ``[NAME.prune]`` value out of its range (unknown method
+            or scope, rounds < 1, rate outside [0, 1), rewind_epoch outside
+            [0, epochs], a negative reg), or a model that is not a ViT.
     """
-    p = cfg.prune
-    if p.method not in METHODS:
-        raise ConfigError(f"prune.method = {p.method!r} is not one of {', '.join(METHODS)} "
-                          "(or \"\" to train without pruning)")
-    if p.scope not in SCOPES:
-        raise ConfigError(f"prune.scope = {p.scope!r} is not one of {', '.join(SCOPES)}")
-    if p.rounds < 1:
-        raise ConfigError(f"prune.rounds = {p.rounds} must be >= 1 (round 0 is the dense model)")
-    if not 0.0 <= p.rate < 1.0:
-        raise ConfigError(f"prune.rate = {p.rate} must be in [0, 1): the share of the remaining "
-                          "weights cut per round")
-    if not 0 <= p.rewind_epoch <= cfg.epochs:
-        raise ConfigError(f"prune.rewind_epoch = {p.rewind_epoch} must be in [0, epochs = {cfg.epochs}]")
-    if p.reg < 0:
-        raise ConfigError(f"prune.reg = {p.reg} must be >= 0")
+    check_ranges(cfg, ("prune",))
     if not _is_vit(cfg):
-        raise ConfigError(f"pruning works on ViT models, not {cfg.model.name!r}; choose a vit_* model")
+        raise ConfigError(f"[{cfg.name or 'NAME'}.prune]: pruning works on ViT models, not "
+                          f"{cfg.model.name!r}; choose a vit_* model")
 
 
 def _is_vit(cfg: ExperimentConfig) -> bool:
