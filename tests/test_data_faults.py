@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from vit16.registry import DATASETS
 from fakedata import (C10_NAMES, damaged_image_bytes, rewrite_pickle, write_cifar10_pickles, write_cifar100_npz,
                       write_cifar100_npz_with, write_cifar100_pickles, write_image_folder)
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
@@ -76,14 +79,14 @@ def test_corrupt_image_in_folder_names_the_file(c10_jpegs, tmp_path, kind):
     assert cache_entries(tmp_path) == []  # nothing cached from a failed decode
 
 
-def test_cli_reports_a_corrupt_image_as_one_error_line(c10_jpegs, tmp_path, capsys):
-    from vit16.commands.train import main
-
+def test_cli_reports_a_corrupt_image_as_one_error_line(c10_jpegs, tmp_path):
     bad = c10_jpegs / "cifar10" / "test" / "ship" / "0000.jpg"
     bad.write_bytes(damaged_image_bytes("random"))
-    assert main(["quick", "--data-root", str(c10_jpegs), "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {bad} cannot be decoded (not an image format")
+    cmd = [sys.executable, str(ROOT / "train.py"), "quick", "--data-root", str(c10_jpegs), "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    lines = [line for line in proc.stderr.splitlines() if "Warning" not in line and not line.startswith("  ")]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad} cannot be decoded (not an image format"), lines
 
 
 def test_bulk_decode_tries_every_file_then_reports_count_and_first_three(c10_jpegs):

@@ -26,6 +26,8 @@ EXPECTED_PARAMS = {
     "vit_base_imagenet": (1000, 86_567_656),
     "vit_l16": (1000, 304_326_632),
     "vit_large_imagenet": (1000, 304_326_632),
+    "vit_r50_b16": (1000, 98_659_112),  # timm's vit_base_r50_s16_224 with a 1000-class head
+    "vit_r50_b16_384": (1000, 98_950_952),  # timm's vit_base_r50_s16_384
     "resnet50": (1000, 25_557_032),
     "resnet50_cifar": (10, 23_520_842),
     "resnet20_cifar": (10, 272_474),  # He et al.'s 269,722 (option A) + 2,752 of option B shortcuts
@@ -267,6 +269,42 @@ def test_default_weights_into_other_pos_embed_variant_is_a_load_error():
     dst = MODELS.build("vit_tiny", depth=1, pos_embed="learned_2d")
     with pytest.raises(WeightLoadError, match="unexpected keys: pos_embed"):
         load_weights(dst, src.state_dict())
+
+
+@pytest.mark.parametrize("overrides", [{}, {"drop_path": 0.3, "dropout": 0.1, "hybrid_layers": ()}])
+def test_grad_checkpointing_gives_the_plain_models_gradients(overrides):
+    """Same weights, same input, same seed: the recomputed blocks give the same
+    gradients (non-reentrant checkpointing restores the RNG, so even dropout
+    and stochastic depth repeat)."""
+    kw = dict(depth=3, **overrides)
+    plain = randomize(MODELS.build("vit_tiny", **kw)).train()
+    ckpt = MODELS.build("vit_tiny", grad_checkpointing=True, **kw).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    for model in (plain, ckpt):
+        torch.manual_seed(0)
+        model(x).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        assert a.grad.abs().max() > 0, name
+        assert (a.grad - b.grad).abs().max().item() <= 1e-6, name
+
+
+def test_grad_checkpointing_only_in_training_with_gradients(monkeypatch):
+    import vit16.models.vit as vit
+
+    calls = []
+    real = vit.checkpoint
+    monkeypatch.setattr(vit, "checkpoint", lambda fn, *a, **kw: calls.append(kw) or real(fn, *a, **kw))
+    model = MODELS.build("vit_tiny", depth=2, grad_checkpointing=True)
+    x = torch.randn(1, 3, 32, 32)
+    model.train()
+    model(x).sum().backward()
+    assert calls == [{"use_reentrant": False}] * 2
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    model(x)
+    assert len(calls) == 2
 
 
 def test_resnet20_cifar_is_he_et_al_layout_of_torchvision_blocks():

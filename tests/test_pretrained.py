@@ -16,8 +16,8 @@ from torch import nn
 
 from vit16.checkpoint import CheckpointError, save_checkpoint
 from vit16.models import (
-    VisionTransformer, WeightLoadError, from_jax_npz, load_pretrained, read_init, to_jax_npz,
-    to_timm, to_torchvision,
+    VisionTransformer, WeightLoadError, from_jax_npz, load_pretrained, read_init, resample_patch_embed,
+    to_jax_npz, to_timm, to_torchvision,
 )
 from vit16.models.pretrained import parse_init
 from vit16.runtime import load_init
@@ -407,3 +407,48 @@ def test_torchvision_download_failure_is_one_clear_error(monkeypatch):
     with pytest.raises(CheckpointError, match=r"could not fetch https://download\.pytorch\.org/models/vit_b_16"
                                               r".*Network is unreachable.*torchvision:PATH"):
         read_init("torchvision:ViT_B_16_Weights.IMAGENET1K_V1")
+
+
+# ----------------------------------------------------------------------------- patch-size resampling (FlexiViT)
+
+
+@pytest.mark.parametrize("new_size", [4, 8, 24, (6, 10)])
+def test_resample_patch_embed_equals_timms(new_size):
+    timm = pytest.importorskip("timm")
+    w = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ours = resample_patch_embed(w, new_size)
+    hw = [new_size] * 2 if isinstance(new_size, int) else list(new_size)
+    ref = timm.layers.resample_patch_embed(w, hw)
+    assert ours.shape == (8, 3, *hw) and ours.dtype == w.dtype
+    assert (ours - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+    assert resample_patch_embed(w, 16) is w
+
+
+def test_pi_resize_keeps_the_token_of_an_upsampled_patch():
+    """FlexiViT section 3.4: <x, w> = <resize(x), PI-resize(w)>, exact when
+    the patch grows."""
+    w = torch.randn(5, 3, 4, 4, dtype=torch.float64)
+    x = torch.randn(7, 3, 4, 4, dtype=torch.float64)
+    big = torch.nn.functional.interpolate(x.float(), size=(8, 8), mode="bicubic", antialias=True,
+                                          align_corners=False).double()
+    w8 = resample_patch_embed(w.float(), 8).double()
+    assert torch.allclose(torch.einsum("nchw,dchw->nd", x, w), torch.einsum("nchw,dchw->nd", big, w8),
+                          atol=1e-4)
+
+
+def test_patch16_weights_load_into_a_32px_patch4_model(tmp_path):
+    """ImageNet-style weights (patch 16, 4x4 grid at 64px) into a 32px patch-4
+    model: every block as it is, the kernel PI-resized to 4x4 as timm resizes it,
+    the position embedding to the 8x8 grid."""
+    timm = pytest.importorskip("timm")
+    src = source_model(img_size=64, patch_size=16)
+    torch.save(to_timm(src.state_dict()), tmp_path / "p16.pth")
+    dst = VisionTransformer(**{**SMALL, "patch_size": 4})
+    notes = load_pretrained(dst, f"timm:{tmp_path / 'p16.pth'}")
+    assert notes == ["position embedding resized from 4x4 to 8x8 patches",
+                     "patch embedding resampled from 16x16 to 4x4 pixels (FlexiViT pseudo-inverse resize)"]
+    ref = timm.layers.resample_patch_embed(src.patch_embed.proj.weight.detach(), [4, 4])
+    assert (dst.patch_embed.proj.weight - ref).abs().max().item() <= 1e-6
+    assert torch.equal(dst.patch_embed.proj.bias, src.patch_embed.proj.bias)
+    assert torch.equal(dst.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
+    assert logits(dst).shape == (3, 5)

@@ -13,8 +13,12 @@ COMMANDS = {
     "bench": ("bench", "training images/s and MFU of the models, images/s of the data pipeline"),
     "fewshot": ("fewshot", "linear few-shot top-1 of frozen features (paper section 4.1)"),
     "inspect": ("inspect", "attention distance, position embeddings, filters, rollout (section 4.5)"),
+    "report": ("report", "n, mean, std, min-max of top-1 over the seeds of each run of a results table"),
     "plot": ("plot", "training curves of runs, or top-1 against sparsity of pruning runs"),
     "export-pruned": ("export_pruned", "a pruned checkpoint as a physically smaller ViT"),
+    "evaluate": ("evaluate", "top-1/top-5, loss, per-class accuracy and confusion matrix of weights"),
+    "predict": ("predict", "class probabilities of a model on image files or folders"),
+    "export": ("export", "a model as ONNX, TorchScript or torch.export file, checked against PyTorch"),
 }
 
 

@@ -35,38 +35,13 @@ from vit16.runstate import Checkpointer, Counters, RunInterrupted, TrainingDiver
 from vit16.runtime import Runtime, autocast
 
 __all__ = ["SYNC_EVERY", "SYNC_SECONDS", "Loop", "LossMonitor", "end_epoch", "evaluate",
-           "optimizer_step", "stop_on_ctrl_c", "train_one_epoch", "wrap_model"]
+           "optimizer_step", "stop_on_ctrl_c", "train_one_epoch"]
 
 SYNC_EVERY = 10
 """Optimizer steps between reading losses back from the device (progress + NaN check);
 also done when :data:`SYNC_SECONDS` have passed, and always before a checkpoint."""
 
 SYNC_SECONDS = 2.0
-
-
-def wrap_model(model: nn.Module, cfg: ExperimentConfig, device: torch.device,
-               world_size: int) -> tuple[nn.Module, nn.Module]:
-    """The one place the model gets wrapped: ``(train_model, eval_model)``.
-
-    ``world_size > 1``: ``train_model`` is ``DistributedDataParallel(model)``
-    (gradients averaged over ranks in the backward; its construction
-    broadcasts rank 0's weights), and ``eval_model`` is the bare module (each
-    rank evaluates its own shard; :func:`evaluate` sums the counts), so
-    evaluation has no collective per batch and ranks may hold unequal
-    shards. ``torch.compile`` wraps both when ``cfg.compile``. ``model``
-    itself stays the raw module whose ``state_dict`` goes into checkpoints.
-    The process group must exist (:func:`vit16.distributed.setup`).
-    """
-    if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=ids, output_device=ids and ids[0])
-        if cfg.compile:
-            return torch.compile(ddp), torch.compile(model)
-        return ddp, model
-    fwd = torch.compile(model) if cfg.compile else model
-    return fwd, fwd
 
 
 @torch.inference_mode()
@@ -131,7 +106,7 @@ class Loop:
     """Everything the epochs of one run share; built by :func:`vit16.trainer.train`.
 
     ``model`` is the raw module (its ``state_dict`` is checkpointed);
-    ``train_model`` / ``eval_model`` are its wrapped forms (:func:`wrap_model`);
+    ``train_model`` / ``eval_model`` are its wrapped forms (:func:`vit16.runtime.wrap_model`);
     ``sched(step)`` is the learning rate of an optimizer step.
     """
 

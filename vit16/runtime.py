@@ -33,7 +33,9 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "setup_runtime",
+    "wrap_model",
 ]
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -199,3 +201,28 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> list[str]:
         return load_pretrained(model, path, progress=dist_env()[0] == 0)
     except ValueError as err:  # WeightLoadError, or a position embedding that is no grid
         raise CheckpointError(str(err)) from None
+
+
+def wrap_model(model: nn.Module, cfg: ExperimentConfig, device: torch.device,
+               world_size: int) -> tuple[nn.Module, nn.Module]:
+    """The one place the model gets wrapped: ``(train_model, eval_model)``.
+
+    ``world_size > 1``: ``train_model`` is ``DistributedDataParallel(model)``
+    (gradients averaged over ranks in the backward; its construction
+    broadcasts rank 0's weights), and ``eval_model`` is the bare module (each
+    rank evaluates its own shard; :func:`evaluate` sums the counts), so
+    evaluation has no collective per batch and ranks may hold unequal
+    shards. ``torch.compile`` wraps both when ``cfg.compile``. ``model``
+    itself stays the raw module whose ``state_dict`` goes into checkpoints.
+    The process group must exist (:func:`vit16.distributed.setup`).
+    """
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        ddp = DistributedDataParallel(model, device_ids=ids, output_device=ids and ids[0])
+        if cfg.compile:
+            return torch.compile(ddp), torch.compile(model)
+        return ddp, model
+    fwd = torch.compile(model) if cfg.compile else model
+    return fwd, fwd

@@ -37,14 +37,15 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vit16.checkpoint import git_commit, load_checkpoint
 from vit16.config import ExperimentConfig
-from vit16.engine import Loop, end_epoch, stop_on_ctrl_c, train_one_epoch, wrap_model
+from vit16.engine import Loop, end_epoch, stop_on_ctrl_c, train_one_epoch
 from vit16.optim import build_optimizer
 from vit16.progress import Progress
 from vit16.results import device_name, format_duration, utc_date
 from vit16.rundir import RunDir
 from vit16.runstate import (Checkpointer, Counters, ResumeMismatchError, RunInterrupted,
                             TrainingDivergedError, restore_rng)
-from vit16.runtime import Runtime, build_model, build_run_data, load_init, seed_everything, setup_runtime
+from vit16.runtime import (Runtime, build_model, build_run_data, load_init, seed_everything,
+                           setup_runtime, wrap_model)
 from vit16.schedules import build_schedule, warmup_steps
 
 __all__ = ["ResumeMismatchError", "RunInterrupted", "TrainingDivergedError", "train"]

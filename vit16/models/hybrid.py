@@ -24,9 +24,18 @@ Big Transfer (BiT, Kolesnikov et al., 2020), as the original JAX code builds it:
   placed in stage 3, i.e. units (3, 4, 9), output stride 16 and 1024 channels,
   so that a 1x1 patch of the feature map is a 16x16 patch of the image.
 
-Parameter names follow timm's ``ResNetV2`` / ``HybridEmbed``
-(``patch_embed.backbone.stem.conv``, ``...stages.S.blocks.U.conv1``, ...), so
-that state dicts map one to one.
+Initialisation as the original code (``vit_jax/models_resnet.py``): the last
+GroupNorm of each unit starts with zero scale, so every unit starts as its
+shortcut; convolutions He-normal (fan out), which weight standardisation makes
+scale-free.
+
+Numerics and names follow timm's ``vit_base_r50_s16_224`` (``ResNetV2`` with
+``StdConv2dSame(eps=1e-8)``, ``HybridEmbed``), whose weights are the paper's
+converted: the original JAX code standardises with ``(W - mean) / (std + 1e-5)``
+and its GroupNorm has eps 1e-6, differences of about 1e-5 relative. Parameter
+names (``patch_embed.backbone.stem.conv``, ``...stages.S.blocks.U.conv1``, ...)
+map one to one to timm's; :func:`~vit16.models.jax.from_jax_npz` reads the
+original ``R50+ViT-B_16.npz`` names (``conv_root``, ``blockS/unitU/conv1``, ...).
 """
 
 from __future__ import annotations
@@ -108,6 +117,7 @@ class Bottleneck(nn.Module):
         self.norm2 = group_norm(mid)
         self.conv3 = StdConv2d(mid, out_channels, 1)
         self.norm3 = group_norm(out_channels)
+        nn.init.zeros_(self.norm3.weight)  # the unit starts as its shortcut (original code)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)

@@ -1,6 +1,7 @@
 """Load a (converted) state dict into a model, adapting what fine-tuning changes:
-the position embedding grid (resized, paper section 3.2) and the head (replaced
-when the class count differs, with the pre-logits layer dropped)."""
+the position embedding grid (resized, paper section 3.2), the patch size
+(the patch-embedding kernel resampled, FlexiViT section 3.4) and the head
+(replaced when the class count differs, with the pre-logits layer dropped)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from vit16.models.vit import VisionTransformer, resize_pos_embed
+from vit16.models.vit import VisionTransformer, resample_patch_embed, resize_pos_embed
 
 
 class WeightLoadError(ValueError):
@@ -21,11 +22,36 @@ def _describe(items: list[str], limit: int = 6) -> str:
     return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+def _adapt_embeddings(model: VisionTransformer, sd: dict[str, torch.Tensor],
+                      own: dict[str, torch.Tensor]) -> list[str]:
+    """Resize ``sd``'s position embedding to the model's patch grid and resample
+    its patch-embedding kernel to the model's patch size, in place; the notes."""
+    notes = []
+    if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
+        pe, prefix, grid = sd["pos_embed"], model.num_prefix_tokens, model.patch_embed.grid_size
+        old_grid = math.isqrt(pe.shape[1] - prefix)
+        sd["pos_embed"] = resize_pos_embed(pe, grid, prefix)
+        notes.append(f"position embedding resized from {old_grid}x{old_grid} to {grid}x{grid} patches")
+    kernel = "patch_embed.proj.weight"
+    if kernel in sd and kernel in own:
+        w, target = sd[kernel], own[kernel].shape
+        if w.ndim == 4 and w.shape[:2] == target[:2] and w.shape[2:] != target[2:]:
+            sd[kernel] = resample_patch_embed(w, tuple(target[2:]))
+            notes.append(f"patch embedding resampled from {w.shape[2]}x{w.shape[3]} to "
+                         f"{target[2]}x{target[3]} pixels (FlexiViT pseudo-inverse resize)")
+    return notes
+
+
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> list[str]:
-    """Load ``state_dict`` (vit16 names) into ``model`` strictly, after two
+    """Load ``state_dict`` (vit16 names) into ``model`` strictly, after three
     adaptations for a :class:`VisionTransformer`:
 
     - ``pos_embed`` on another patch grid is resized by bicubic interpolation;
+    - a patch-embedding kernel of another patch size (ImageNet's 16x16 into a
+      32px patch-4 model) is resampled by FlexiViT's pseudo-inverse resize
+      (:func:`~vit16.models.vit.resample_patch_embed`), so that an image patch
+      resized to the new size gets (nearly; exactly when the new size is
+      larger) the token the original patch got;
     - a head of another class count (or a pre-logits layer the model lacks) is
       not loaded: the model keeps its freshly initialised head (zero when built
       with ``zero_head=True``); a :class:`VisionTransformer` built with a
@@ -41,15 +67,7 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     """
     sd = dict(state_dict)
     own = model.state_dict()
-    notes = []
-    if isinstance(model, VisionTransformer) and "pos_embed" in sd and "pos_embed" in own:
-        pe = sd["pos_embed"]
-        if pe.shape != own["pos_embed"].shape:
-            prefix = model.num_prefix_tokens
-            old_grid = math.isqrt(pe.shape[1] - prefix)
-            sd["pos_embed"] = resize_pos_embed(pe, model.patch_embed.grid_size, prefix)
-            notes.append(f"position embedding resized from {old_grid}x{old_grid} to "
-                         f"{model.patch_embed.grid_size}x{model.patch_embed.grid_size} patches")
+    notes = _adapt_embeddings(model, sd, own) if isinstance(model, VisionTransformer) else []
     swap = False
     head_keys = [k for k in sd if k.split(".")[0] in ("head", "pre_logits", "fc")]
     head_mismatch = any(k not in own or sd[k].shape != own[k].shape for k in head_keys)

@@ -32,9 +32,18 @@ by :func:`~vit16.models.from_torchvision`, :func:`~vit16.models.from_timm` and
 state dicts as they are. Loading then goes through
 :func:`~vit16.models.load_weights`: keys match strictly (one error lists the
 missing and unexpected keys and the shape mismatches), the position embedding
-is resized to the model's patch grid, and a head of another class count is
-swapped for the model's new one (pre-logits dropped; zero-initialised when the
-model was built with ``zero_head=True``).
+is resized to the model's patch grid, a patch-embedding kernel of another patch
+size is resampled to the model's with FlexiViT's pseudo-inverse resize (Beyer
+et al., CVPR 2023, section 3.4), and a head of another class count is swapped
+for the model's new one (pre-logits dropped; zero-initialised when the model
+was built with ``zero_head=True``).
+
+ImageNet weights into the 32px CIFAR models: ``init =
+"timm:vit_small_patch16_224.augreg_in21k_ft_in1k"`` for ``vit_small`` (32px,
+patch 4) loads every block as it is, the 16x16 kernel resampled to 4x4 and the
+14x14 position embedding resized to 8x8 (the returned notes say so). The
+hybrid (``vit_r50_b16``) takes timm's ``vit_base_r50_s16_224`` and the JAX
+``R50+ViT-B_16.npz`` the same way.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Built-in model names of ``vit16.MODELS``: the ViT sizes of the paper and the
-course plan, torchvision's ResNet-50 baseline and a CIFAR ResNet-20 of
-torchvision's blocks.
+course plan, the paper's R50+ViT-B/16 hybrid, torchvision's ResNet-50 baseline
+and a CIFAR ResNet-20 of torchvision's blocks.
 
 Every builder takes ``num_classes`` and any :class:`VisionTransformer` option
 as keyword overrides: ``MODELS.build("vit_b16", num_classes=10, drop_path=0.1)``.
@@ -87,6 +87,25 @@ def vit_b16(**overrides) -> VisionTransformer:
 def vit_l16(**overrides) -> VisionTransformer:
     """ViT-L/16 (paper Table 1) at 224px: 24 blocks, D=1024, 16 heads, MLP 4096 (304.3M params)."""
     return _vit("vit_l16", dict(IMAGENET, depth=24, embed_dim=1024, num_heads=16, mlp_dim=4096), overrides)
+
+
+R50_B16 = dict(IMAGENET, hybrid_layers=(3, 4, 9), depth=12, embed_dim=768, num_heads=12, mlp_dim=3072)
+
+
+@MODELS.register("vit_r50_b16")
+def vit_r50_b16(**overrides) -> VisionTransformer:
+    """R50+ViT-B/16, the paper's hybrid (section 3.1, 4.1) at 224px: a BiT ResNet-50
+    with stage 4's units moved into stage 3 (units 3, 4, 9; stride 16), then
+    ViT-B on its 14x14 map of 1x1 patches (98.7M params); timm's
+    ``vit_base_r50_s16_224`` weight for weight."""
+    return _vit("vit_r50_b16", R50_B16, overrides)
+
+
+@MODELS.register("vit_r50_b16_384")
+def vit_r50_b16_384(**overrides) -> VisionTransformer:
+    """R50+ViT-B/16 at 384px (24x24 patches, the paper's fine-tuning resolution;
+    99.0M params); timm's ``vit_base_r50_s16_384``."""
+    return _vit("vit_r50_b16_384", dict(R50_B16, img_size=384), overrides)
 
 
 @MODELS.register("resnet50")
