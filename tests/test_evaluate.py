@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from fakedata import C10_NAMES, write_cifar100_npz
+from fakedata import C10_NAMES, write_cifar100_npz, write_image_folder
 from torch import nn
 
 from vit16.analysis.evaluation import Evaluation, confusion_counts, plot_confusion, write_evaluation
@@ -110,17 +110,26 @@ def test_written_files_hold_the_counts(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# quick, made tiny: 80 training images of 32x32 (20 held out), batch 8, a 1-block ViT
+# quick, made tiny: 80 training images of 32x32 (20 held out), batch 8, a 1-block ViT, no
+# augmentation: 6 epochs (0.2 s) learn the fake classes (~80 % test top-1)
 TINY = ["model.depth=1", "model.embed_dim=16", "model.num_heads=2", "model.mlp_dim=32", "batch_size=8",
-        "epochs=2", "data.val_size=20", "data.num_workers=0", "checkpoint_minutes=0", "eval_batch_size=6"]
+        "epochs=6", "data.val_size=20", "data.num_workers=0", "data.crop_padding=0", "data.hflip=false",
+        "checkpoint_minutes=0", "eval_batch_size=6"]
 
 
 @pytest.fixture
-def trained_run(tmp_path, cifar10_root):
+def learnable_root(tmp_path) -> Path:
+    """CIFAR-10 as an ImageFolder of images that encode their class: 10 + 4 a class."""
+    write_image_folder(tmp_path / "img" / "cifar10", C10_NAMES, {"train": 10, "test": 4})
+    return tmp_path / "img"
+
+
+@pytest.fixture
+def trained_run(tmp_path, learnable_root):
     from vit16.trainer import train
 
     cfg = resolve("quick", load_tables(ROOT / "experiments.toml"), TINY)
-    summary = train(cfg, tmp_path / "run", data_root=str(cifar10_root), device="cpu", results_file=None)
+    summary = train(cfg, tmp_path / "run", data_root=str(learnable_root), device="cpu", results_file=None)
     return tmp_path / "run", summary
 
 
@@ -130,31 +139,42 @@ def evaluate_cli(args, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_evaluate_equals_the_trainers_test_top1(trained_run, cifar10_root, tmp_path, capsys):
+def test_evaluate_equals_the_trainers_test_top1(trained_run, learnable_root, tmp_path, capsys):
+    from vit16.data import build_data
+    from vit16.runtime import build_model
+
     run, summary = trained_run
+    assert summary["test_top1"] > 30  # learnt something: the counts below are not all in one column
     for weights, key in ((run, "test_top1_best"), (run / "last.pt", "test_top1")):
         out_dir = tmp_path / f"eval_{key}"
-        code, out, err = evaluate_cli([weights, "--data-root", cifar10_root, "--out", out_dir], capsys)
+        code, out, err = evaluate_cli([weights, "--data-root", learnable_root, "--out", out_dir], capsys)
         assert code == 0, err
         metrics = json.loads((out_dir / "metrics.json").read_text())
-        assert metrics["top1"] == summary[key] and metrics["count"] == 20
+        assert metrics["top1"] == summary[key] and metrics["count"] == 40
         if key == "test_top1":
             assert metrics["top5"] == summary["test_top5"]
         assert metrics["batch_size"] == 6  # the run's eval_batch_size
+        # the trainer's evaluate on the trainer's test loader: the same three numbers, bit for bit
+        ckpt = torch.load(run / ("best.pt" if key == "test_top1_best" else "last.pt"), weights_only=True)
+        cfg = from_dict(ckpt["config"])
+        model = build_model(cfg, 10)
+        model.load_state_dict(ckpt["model"])
+        ref = evaluate(model, build_data(cfg, torch.device("cpu"), data_root=str(learnable_root)).test)
+        assert (metrics["top1"], metrics["top5"], metrics["loss"]) == (ref["top1"], ref["top5"], ref["loss"])
         shown = run / "best.pt" if key == "test_top1_best" else weights
         assert f"top-1 {summary[key]:.2f}%" in out
         assert f"the trainer's test top-1 of {shown}: {summary[key]:.2f}% (summary.json)" in out
         counts = [[int(v) for v in r[1:]] for r in list(csv.reader(open(out_dir / "confusion.csv")))[1:]]
-        assert sum(map(sum, counts)) == 20 and [sum(r) for r in counts] == [2] * 10  # 2 test images a class
-        assert sum(counts[k][k] for k in range(10)) == round(metrics["top1"] * 20 / 100)
+        assert sum(map(sum, counts)) == 40 and [sum(r) for r in counts] == [4] * 10  # 4 test images a class
+        assert sum(counts[k][k] for k in range(10)) == round(metrics["top1"] * 40 / 100)
         assert list(metrics["per_class_top1"]) == C10_NAMES
         if (out_dir / "confusion.png").exists():
             assert f"figure: {out_dir / 'confusion.png'}" in out
 
 
-def test_val_split_image_size_and_crop_ratio(trained_run, cifar10_root, tmp_path, capsys):
+def test_val_split_image_size_and_crop_ratio(trained_run, learnable_root, tmp_path, capsys):
     run, _ = trained_run
-    code, _, err = evaluate_cli([run, "--data-root", cifar10_root, "--split", "val", "--out", tmp_path / "v",
+    code, _, err = evaluate_cli([run, "--data-root", learnable_root, "--split", "val", "--out", tmp_path / "v",
                                  "--no-plots", "--batch-size", "7"], capsys)
     assert code == 0, err
     val = json.loads((tmp_path / "v" / "metrics.json").read_text())
@@ -162,12 +182,12 @@ def test_val_split_image_size_and_crop_ratio(trained_run, cifar10_root, tmp_path
     assert not (tmp_path / "v" / "confusion.png").exists()
     # a crop ratio of 1 on 32x32 CIFAR: the whole image, as the default transform
     for name, extra in (("default", []), ("crop", ["--crop-ratio", "1"])):
-        assert evaluate_cli([run, "--data-root", cifar10_root, "--out", tmp_path / name, "--no-plots", *extra],
+        assert evaluate_cli([run, "--data-root", learnable_root, "--out", tmp_path / name, "--no-plots", *extra],
                             capsys)[0] == 0
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("default", "crop"))
     assert (a["top1"], a["top5"], a["count"]) == (b["top1"], b["top5"], b["count"])
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
-    code, out, err = evaluate_cli([run, "--data-root", cifar10_root, "--img-size", "64", "--out", tmp_path / "big",
+    code, out, err = evaluate_cli([run, "--data-root", learnable_root, "--img-size", "64", "--out", tmp_path / "big",
                                    "--no-plots"], capsys)
     assert code == 0, err
     assert "position embedding resized from 4x4 to 8x8 patches" in err and "64px" in out
@@ -197,18 +217,18 @@ def test_bad_input_is_one_error_line(tmp_path, cifar10_root, capsys):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_count_like_one_process(trained_run, cifar10_root, tmp_path, capsys):
+def test_two_gloo_ranks_count_like_one_process(trained_run, learnable_root, tmp_path, capsys):
     run, _ = trained_run
-    assert evaluate_cli([run, "--data-root", cifar10_root, "--out", tmp_path / "one", "--no-plots",
+    assert evaluate_cli([run, "--data-root", learnable_root, "--out", tmp_path / "one", "--no-plots",
                          "--batch-size", "3"], capsys)[0] == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "vit16", "evaluate", str(run), "--data-root", str(cifar10_root), "--out", str(tmp_path / "two"),
+           "-m", "vit16", "evaluate", str(run), "--data-root", str(learnable_root), "--out", str(tmp_path / "two"),
            "--no-plots", "--batch-size", "3", "--device", "cpu"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
-    assert two["world_size"] == 2 and two["count"] == 20
+    assert two["world_size"] == 2 and two["count"] == 40
     assert (two["top1"], two["top5"], two["per_class_top1"]) == (one["top1"], one["top5"], one["per_class_top1"])
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
     assert (tmp_path / "two" / "confusion.csv").read_text() == (tmp_path / "one" / "confusion.csv").read_text()

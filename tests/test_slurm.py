@@ -27,7 +27,8 @@ from vit16.commands.train import main
 from vit16.config import ConfigError, load_tables, resolve
 from vit16.experiment import DEFAULT_EXPERIMENTS
 from vit16.results import PRUNE_COLUMNS, read_rows
-from vit16.slurm import SubmitError, executor_parameters, parse_sweep, plan_runs
+from vit16.slurm import SubmitError, executor_parameters
+from vit16.sweep import SweepError, parse_sweep, plan_runs
 
 # quick, made tiny: 80 training images of 32x32 (20 held out), batch 8, a 1-block ViT of width 16
 TINY = ["model.depth=1", "model.embed_dim=16", "model.num_heads=2", "model.mlp_dim=32",
@@ -69,7 +70,7 @@ def test_parse_sweep_grid():
         ["optim.betas=[0.9,0.95]", 'model.name="a,b"'], ["optim.betas=[0.9,0.95]", "model.name=c"]]
     for bad, msg in ((["optim.lr"], "expected KEY=V1,V2"), (["optim.lr=1,"], "empty value"),
                      (["optim.lr=1", "optim.lr=2"], "given twice")):
-        with pytest.raises(SubmitError, match=msg):
+        with pytest.raises(SweepError, match=msg):
             parse_sweep(bad)
 
 
@@ -113,7 +114,7 @@ def test_submit_cli_errors(tmp_path, monkeypatch, capsys):
 
     msg = error("--submit", "quick", "--set", "slurm.gpus=2")
     assert "unknown key 'gpus'" in msg and "gpus_per_node" in msg and "tasks_per_node" in msg
-    assert "needs --submit" in error("quick", "--sweep", "optim.lr=1,2")
+    assert "expected KEY=V1,V2" in error("quick", "--sweep", "optim.lr")  # a local sweep too
     assert "needs --submit" in error("quick", "--local")
     assert "expected KEY=V1,V2" in error("--submit", "--local", "quick", "--sweep", "optim.lr")
     empty = tmp_path / "bin"

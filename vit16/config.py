@@ -1,10 +1,9 @@
 """Experiment configuration: the schema of one table of ``experiments.toml``.
 
-An experiment is a TOML table with top-level keys and six sub-tables
-(``model``, ``data``, ``optim``, ``schedule``, ``slurm`` for ``--submit``, and
-``prune`` for iterative pruning). ``base = "other"`` inherits
-another table and overrides it key by key (sub-tables are merged, not
-replaced). Every key is checked against the dataclasses below: an unknown
+An experiment is a TOML table with top-level keys and six sub-tables (``model``,
+``data``, ``optim``, ``schedule``, ``slurm`` for ``--submit``, ``prune``).
+``base = "other"`` inherits another table and overrides it key by key
+(sub-tables are merged). Every key is checked against the dataclasses below: an unknown
 key or a wrong type raises :class:`ConfigError` with one line naming the
 table, the key and the close matches; a value out of its range
 (:mod:`vit16.config_checks`) one line naming the table, the key and the range.
@@ -56,6 +55,9 @@ class ModelConfig:
     qkv_bias: bool | None = None
     zero_head: bool | None = None
     pos_embed: str | None = None  # "learned_1d", "none", "learned_2d", "relative" (appendix D.4)
+    hybrid_layers: list[int] | None = None  # R50 hybrid (section 3.1): units per stage; [] = stem only
+    grad_checkpointing: bool | None = None  # recompute each block's activations in the backward
+    width: int | None = None  # resnet20_cifar: channels of its first stage (16)
 
     def overrides(self) -> dict[str, Any]:
         """The builder keyword arguments that were set (everything but ``name``)."""

@@ -144,6 +144,8 @@ RANGES: dict[str, dict[str, Range]] = {
         "mlp_dim": Range(0, note="0 = embed_dim x mlp_ratio"),
         "representation_size": Range(0, note="0 = no pre-logits layer"),
         "dropout": DROP_RATE, "attn_dropout": DROP_RATE, "drop_path": DROP_RATE,
+        "hybrid_layers": Range(1, note="units per ResNet stage; [] = the stem alone"),
+        "width": SIZE,
     },
     "data": {
         "img_size": SIZE,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from vit16.config import ExperimentConfig
 
-__all__ = ["DEFAULT_EXPERIMENTS", "TRAIN_RESULTS", "default_results_file", "run_experiment"]
+__all__ = ["DEFAULT_EXPERIMENTS", "TRAIN_RESULTS", "check_experiment", "default_results_file",
+           "run_experiment"]
 
 DEFAULT_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments.toml"
 TRAIN_RESULTS = "results/RESULTS.md"  # one row per finished training run
@@ -24,6 +25,28 @@ def default_results_file(cfg: ExperimentConfig) -> str:
 
         return DEFAULT_RESULTS
     return TRAIN_RESULTS
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Fail on an unknown model, data set or schedule name, a bad
+    ``[NAME.prune]`` table, or model, optimizer or schedule options their
+    builders reject (:func:`vit16.preflight.check_options`), before any work.
+
+    Raises:
+        vit16.UnknownNameError: an unknown name.
+        ConfigError: a bad pruning table or option (one line naming ``[NAME.section]``).
+    """
+    from vit16.preflight import check_options
+    from vit16.registry import DATASETS, MODELS, SCHEDULES
+
+    for registry, name in ((MODELS, cfg.model.name), (DATASETS, cfg.data.name),
+                           (SCHEDULES, cfg.schedule.name)):
+        registry.get(name)
+    if cfg.prune.method:
+        from vit16.prune import check_prune_config
+
+        check_prune_config(cfg)
+    check_options(cfg)
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str, **kwargs) -> object:

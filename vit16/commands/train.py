@@ -5,6 +5,7 @@
     python train.py --dry-run vitb16_cifar_scratch
     python train.py --list
     torchrun --nproc_per_node 2 train.py quick --device cpu          # DDP, gloo
+    python train.py quick --sweep seed=0,1,2                         # three seeds, here
     python train.py --submit quick --sweep optim.lr=1e-3,3e-4        # Slurm job array
 """
 
@@ -15,11 +16,13 @@ import sys
 
 from vit16.commands.common import add_device_argument, choose_device, reports_user_errors
 from vit16.config import ConfigError, ExperimentConfig, load_tables, resolve
-from vit16.experiment import DEFAULT_EXPERIMENTS, default_results_file, run_experiment
-from vit16.preflight import check_model_options, check_options
+from vit16.experiment import (DEFAULT_EXPERIMENTS, check_experiment, default_results_file,
+                              run_experiment)
+from vit16.preflight import check_model_options
 from vit16.registry import UnknownNameError
+from vit16.sweep import plan_runs
 
-__all__ = ["check_names", "count_params", "main", "parse_args", "print_list", "toml_dumps"]
+__all__ = ["count_params", "main", "parse_args", "print_list", "toml_dumps"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,8 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="submit the run as a Slurm job (submitit; shape from the [NAME.slurm] "
                         "table) and return at once")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
-                   help="with --submit: one job array over these values, one run directory per "
-                        "point (repeatable: the grid of all --sweep keys)")
+                   help="one run per value, each in its own run directory (OUT/KEY=V), one "
+                        "after another on this machine (a rerun skips finished points), or one "
+                        "job array with --submit; repeatable: the grid of all --sweep keys")
     p.add_argument("--local", action="store_true",
                    help="with --submit: run the job on this machine with submitit's local "
                         "executor instead of Slurm")
@@ -151,27 +155,6 @@ def print_list(tables: dict) -> list[str]:
     return broken
 
 
-def check_names(cfg: ExperimentConfig) -> None:
-    """Fail on an unknown model, data set or schedule name, a bad
-    ``[NAME.prune]`` table, or model, optimizer or schedule options their
-    builders reject (:func:`vit16.preflight.check_options`), before any work.
-
-    Raises:
-        vit16.UnknownNameError: an unknown name.
-        ConfigError: a bad pruning table or option (one line naming ``[NAME.section]``).
-    """
-    import vit16
-
-    for registry, name in ((vit16.MODELS, cfg.model.name), (vit16.DATASETS, cfg.data.name),
-                           (vit16.SCHEDULES, cfg.schedule.name)):
-        registry.get(name)
-    if cfg.prune.method:
-        from vit16.prune import check_prune_config
-
-        check_prune_config(cfg)
-    check_options(cfg)
-
-
 @reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``train.py`` and ``python -m vit16 train``.
@@ -191,26 +174,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if broken else 0
     if not args.name:
         raise ConfigError("name an experiment (python train.py --list shows them)")
-    if (args.sweep or args.local) and not args.submit:
-        raise ConfigError(f"{'--sweep' if args.sweep else '--local'} needs --submit "
-                          f"(python train.py --submit {args.name or 'NAME'} ...)")
+    if args.local and not args.submit:
+        raise ConfigError(f"--local needs --submit (python train.py --submit {args.name} --local)")
     cfg = resolve(args.name, tables, args.overrides)
-    check_names(cfg)
+    check_experiment(cfg)
     if args.dry_run:
         print(f"# experiment {cfg.name}: {count_params(cfg) / 1e6:.2f}M parameters")
         print(toml_dumps(cfg.to_dict()), end="")
         return 0
     results = args.results or default_results_file(cfg)
+    runs, folder = plan_runs(args.name, tables, args.overrides, args.sweep, args.out,
+                             resume=not args.no_resume)  # every sweep point checked here
     if args.submit:  # the job may run where CUDA is, so --device is not checked here
-        from vit16.slurm import describe, plan_runs, submit
+        from vit16.slurm import describe, submit
 
-        runs, folder = plan_runs(args.name, tables, args.overrides, args.sweep, args.out,
-                                 resume=not args.no_resume)
         submitted = submit(runs, folder, local=args.local, data_root=args.data_root,
                            device=args.device, results_file=results)
         print(describe(submitted), flush=True)
         return 0
-    run_experiment(cfg, args.out or f"runs/{cfg.name}", data_root=args.data_root,
-                   device=choose_device(args.device), resume=not args.no_resume,
-                   results_file=results, overrides=args.overrides)
+    device = choose_device(args.device)
+    for i, run in enumerate(runs):  # a sweep: one point after another, each resumable
+        if args.sweep:
+            print(f"sweep point {i + 1}/{len(runs)}: {' '.join(run.overrides)} -> {run.out_dir}",
+                  flush=True)
+        run_experiment(run.cfg, run.out_dir, data_root=args.data_root, device=device,
+                       resume=run.resume, results_file=results, overrides=run.overrides)
     return 0
