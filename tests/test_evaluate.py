@@ -194,6 +194,33 @@ def test_val_split_image_size_and_crop_ratio(trained_run, learnable_root, tmp_pa
     assert json.loads((tmp_path / "big" / "metrics.json").read_text())["img_size"] == 64
 
 
+def test_foreign_weights_with_model_jax_npz_and_state_dict_agree(tmp_path, cifar10_root, capsys):
+    import numpy as np
+
+    from vit16 import MODELS
+    from vit16.models import to_jax_npz
+
+    torch.manual_seed(0)
+    model = MODELS.build("vit_tiny")  # the registered size: depth 9, D 192, 3 heads
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)
+    np.savez(tmp_path / "ViT-tiny.npz", **to_jax_npz(model.state_dict(), num_heads=3))
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    results = {}
+    for name, extra in (("npz", []), ("pth", []), ("npz64", ["--img-size", "64"])):
+        spec = tmp_path / ("weights.pth" if name == "pth" else "ViT-tiny.npz")
+        code, out, err = evaluate_cli([spec, "--model", "vit_tiny", "--dataset", "cifar10", "--data-root",
+                                       cifar10_root, "--out", tmp_path / name, "--no-plots", "--workers", "0",
+                                       *extra], capsys)
+        assert code == 0, err
+        results[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert results[name]["count"] == 20 and results[name]["amp"] == "off"
+    assert (results["npz"]["top1"], results["npz"]["top5"]) == (results["pth"]["top1"], results["pth"]["top5"])
+    assert results["npz"]["loss"] == pytest.approx(results["pth"]["loss"], rel=1e-5)
+    assert results["npz64"]["img_size"] == 64
+    assert results["npz64"]["notes"] == ["position embedding resized from 8x8 to 16x16 patches"]
+
+
 def test_bad_input_is_one_error_line(tmp_path, cifar10_root, capsys):
     cfg = from_dict({"name": "tiny", "model": {"name": "vit_tiny", "patch_size": 8, "depth": 1, "embed_dim": 16,
                                                "num_heads": 2, "mlp_dim": 32}, "data": {"val_size": 10}})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -95,6 +96,23 @@ def _write(model: nn.Module, fmt: str, path: Path, example: torch.Tensor) -> Non
         torch.export.save(program, str(path))
 
 
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress, warnings and log records: only our one line is shown."""
+    loggers = [logging.getLogger(name) for name in ("torch", "onnxscript", "onnx_ir")]
+    levels = [log.level for log in loggers]
+    try:
+        for log in loggers:
+            log.setLevel(logging.ERROR)
+        with (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()),
+              warnings.catch_warnings()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
 def export_to_file(model: nn.Module, fmt: str, path: str | os.PathLike, example: torch.Tensor) -> Path:
     """Write ``model`` (eval mode, CPU) to ``path`` in format ``fmt`` with a
     dynamic batch dimension.
@@ -121,9 +139,8 @@ def export_to_file(model: nn.Module, fmt: str, path: str | os.PathLike, example:
         require_onnx()
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    try:  # the exporters print progress and diagnostics: only our one line is shown
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    try:
+        with _quiet():
             _write(model, fmt, path, example.cpu())
     except Exception as err:  # whatever the exporter raises on an unsupported construct
         with contextlib.suppress(OSError):

@@ -172,6 +172,8 @@ def submit(runs: list[RunSpec], folder: Path, *, local: bool = False, data_root:
     """
     if not local:
         _check_slurm()
+    runs = [dataclasses.replace(r, out_dir=str(Path(r.out_dir).absolute())) for r in runs]
+    folder = Path(folder).absolute()  # the job may start in another working directory
     shapes = {repr(dataclasses.asdict(r.cfg.slurm)) for r in runs}
     if len(shapes) > 1:
         raise SubmitError("--sweep over slurm.* keys is not possible: one job array has one shape; "

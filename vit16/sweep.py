@@ -87,17 +87,19 @@ def _point_dir(point: list[str]) -> str:
 
 def plan_runs(name: str, tables: dict, overrides: list[str], sweeps: list[str], out: str | None,
               resume: bool = True) -> tuple[list[RunSpec], Path]:
-    """The runs of a submission and the submitit log folder.
+    """The runs of one command and the submitit log folder of a ``--submit``.
 
     One run: ``out`` (default ``runs/NAME``), logs in ``OUT/submitit``. A
-    sweep: ``OUT/<point>`` per point, logs in ``OUT/submitit``. Every point is
-    resolved (and its names checked) here, before anything is submitted.
+    sweep: ``OUT/<point>`` per point, logs in ``OUT/submitit``. Paths are as
+    given (relative to the working directory; :func:`vit16.slurm.submit`
+    makes them absolute for the job). Every point is resolved and checked
+    (:func:`vit16.experiment.check_experiment`) here, before anything runs.
 
     Raises:
         ConfigError: a bad key or value in ``--set`` / ``--sweep`` / the table.
         SweepError: a bad ``--sweep``.
     """
-    base = Path(out or f"runs/{name}").absolute()
+    base = Path(out or f"runs/{name}")
     points = parse_sweep(sweeps)
     runs = []
     for point in points:

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="resize to img-size / R, centre-crop img-size (default: the trainer's "
                         "evaluation transform)")
     p.add_argument("--batch-size", type=int, help="images per forward (default: the run's evaluation batch)")
+    p.add_argument("--workers", type=int, help="DataLoader workers decoding and resizing (default: the "
+                   "run's data.num_workers; unused for CIFAR at its stored 32px)")
     p.add_argument("--amp", choices=AMP_MODES,
                    help="precision (default: the checkpoint's amp, else off = float32)")
     p.add_argument("--out", metavar="DIR", help="folder for the files (default runs/evaluate/LABEL-DATASET-SPLIT)")
@@ -106,14 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     from vit16.runtime import amp_settings
 
     args = parse_args(argv)
-    for name in ("img_size", "batch_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    for name, least in (("img_size", 1), ("batch_size", 1), ("workers", 0)):
+        if getattr(args, name) is not None and getattr(args, name) < least:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {least}")
     rank, world_size, device = _setup(args.device)
     lm = load_model(args.model_spec, args.model, args.dataset, device, img_size=args.img_size, vit_only=False)
     cfg = lm.config or ExperimentConfig(name=lm.label, amp="off")
     batch = args.batch_size or cfg.eval_batch_size or batch_geometry(cfg.batch_size, cfg.micro_batch_size, 1)[0]
-    cfg = dataclasses.replace(cfg, data=lm.data, eval_batch_size=batch, amp=args.amp or cfg.amp)
+    data = lm.data if args.workers is None else dataclasses.replace(lm.data, num_workers=args.workers)
+    cfg = dataclasses.replace(cfg, data=data, eval_batch_size=batch, amp=args.amp or cfg.amp)
     autocast_dtype, _ = amp_settings(cfg.amp, device)
     loader, info = eval_loader(cfg, args.split, device, rank=rank, world_size=world_size,
                                data_root=args.data_root, crop_ratio=args.crop_ratio)
