@@ -230,3 +230,29 @@ def test_a_model_option_the_builder_lacks_is_one_line_in_dry_run(capsys):
     assert capsys.readouterr().err == (
         "error: [resnet50_cifar.model]: model 'resnet50_cifar' has no option 'depth'; "
         "valid options: num_classes\n")
+
+
+def test_a_slurm_notice_saves_at_the_next_step_then_requeues(tmp_path):
+    """USR2 (preemption / time limit) through vit16.stop.request_stop, as
+    TrainJob wires it: last.pt holds the step after the notice before the
+    requeue callback runs, and the requeued run resumes bit-identically."""
+    from vit16.stop import request_stop
+
+    reference = run(tmp_path, "full")
+    requeued = []
+
+    def requeue() -> None:
+        requeued.append(load_checkpoint(tmp_path / "cut" / "last.pt")["step"])
+        raise SystemExit(-1)  # what submitit's handler does after requeueing
+
+    def notice(step: int, total: int) -> None:
+        if step == 5:
+            assert request_stop(then=requeue)
+
+    with pytest.raises(SystemExit):
+        run(tmp_path, "cut", grad_hook=notice)
+    assert requeued == [6]
+    assert not request_stop()  # no run listens once train() has returned
+    resumed = run(tmp_path, "cut")
+    assert resumed["test_top1"] == reference["test_top1"]
+    assert_same_tensors(weights(tmp_path / "cut" / "last.pt"), weights(tmp_path / "full" / "last.pt"))

@@ -15,9 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import signal
-import sys
-import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -33,9 +30,10 @@ from vit16.progress import Progress
 from vit16.results import format_duration
 from vit16.runstate import Checkpointer, Counters, RunInterrupted, TrainingDivergedError
 from vit16.runtime import Runtime, autocast
+from vit16.stop import StopRequest
 
 __all__ = ["SYNC_EVERY", "SYNC_SECONDS", "Loop", "LossMonitor", "end_epoch", "evaluate",
-           "optimizer_step", "stop_on_ctrl_c", "train_one_epoch"]
+           "optimizer_step", "train_one_epoch"]
 
 SYNC_EVERY = 10
 """Optimizer steps between reading losses back from the device (progress + NaN check);
@@ -129,7 +127,7 @@ class Loop:
     ema: AveragedModel | None = None  # EMA of the weights (cfg.ema_decay > 0)
     ema_reset_steps: int = 0  # steps during which the EMA copies the weights (ema_warmup)
     lr: float = 0.0
-    stop_requested: bool = False  # set by Ctrl-C (stop_on_ctrl_c)
+    stop: StopRequest = dataclasses.field(default_factory=StopRequest)  # Ctrl-C, Slurm USR2
     seg_steps: int = 0  # steps done in this invocation, for the ETA
     seg_t0: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -267,15 +265,16 @@ def train_one_epoch(loop: Loop) -> bool:
         ckpt_due = not (epoch_done or stop) and loop.ckpt.due()
         if rt.world_size > 1:  # flush() and save_last() are collectives: decide alike
             ckpt_due = ckpt_due and sync_due
-        if sync_due or ckpt_due or epoch_done or stop:
+        flushed = sync_due or ckpt_due or epoch_done or stop
+        if flushed:
             loop.monitor.flush()  # before any checkpoint: a NaN never reaches last.pt
             if rt.world_size > 1:
                 ckpt_due = distributed.rank0_decides(ckpt_due)
         if ckpt_due:
             loop.ckpt.save_last()
             loop.monitor.t_mark = time.perf_counter()  # saving is not training time
-        if loop.stop_requested:
-            _stop_at_step(loop)
+        if not (epoch_done or stop) and _stop_due(loop, flushed):
+            _stop_at_step(loop)  # at an epoch's end, end_epoch validates and saves first
         if stop:
             break
     return epoch_done
@@ -301,44 +300,34 @@ def _validate(loop: Loop, epoch: int) -> tuple[bool, dict | None, dict | None]:
     return True, val, val_ema
 
 
-def _stop_at_step(loop: Loop) -> None:
-    """Ctrl-C was pressed: save ``last.pt`` at this step boundary and stop.
+def _stop_due(loop: Loop, collective_point: bool) -> bool:
+    """A stop was requested (:mod:`vit16.stop`); with several ranks decided by
+    rank 0 at a point every rank reaches at the same step (a collective)."""
+    if loop.rt.world_size == 1:
+        return loop.stop.requested
+    return collective_point and distributed.rank0_decides(loop.stop.requested)
+
+
+def _stop_at_step(loop: Loop, saved: bool = False) -> None:
+    """A stop was requested: write ``last.pt`` at this step boundary (unless
+    ``saved``), then call the request's ``then`` (a Slurm requeue) or stop.
 
     Raises:
-        RunInterrupted: always (names the step and how to resume).
+        RunInterrupted: names the step and how to resume.
     """
     if loop.monitor.pending:
         loop.monitor.flush()
-    loop.ckpt.save_last()
+    if not saved:
+        loop.ckpt.save_last()
     c = loop.counters
+    if loop.stop.then is not None:
+        loop.stop.then()  # submitit: rank 0 requeues the job and exits
+        while True:  # the other ranks come back here: Slurm's requeue stops them
+            time.sleep(60)
     raise RunInterrupted(
         f"interrupted at optimizer step {c.step} (epoch {c.epoch + 1}); {loop.ckpt.run_dir.last} "
         "holds it: run the same command again to resume"
     )
-
-
-@contextlib.contextmanager
-def stop_on_ctrl_c(loop: Loop) -> Iterator[None]:
-    """While the block runs, Ctrl-C (SIGINT) asks :func:`train_one_epoch` to stop
-    after the current optimizer step and save ``last.pt``; a second Ctrl-C stops
-    at once (``KeyboardInterrupt``). Only for a single process in the main
-    thread: with several ranks the signal keeps its default behaviour."""
-    if loop.rt.world_size > 1 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum, frame) -> None:
-        if loop.stop_requested:
-            raise KeyboardInterrupt
-        loop.stop_requested = True
-        print("\nCtrl-C: stopping after this optimizer step and saving last.pt "
-              "(Ctrl-C again stops at once)", file=sys.stderr, flush=True)
-
-    previous = signal.signal(signal.SIGINT, request_stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def end_epoch(loop: Loop, epoch_done: bool) -> None:
@@ -376,3 +365,5 @@ def end_epoch(loop: Loop, epoch_done: bool) -> None:
             loop.epoch_hook(epoch)
         c.end_epoch()
     loop.ckpt.save_last()
+    if c.step < loop.stop_step and _stop_due(loop, True):
+        _stop_at_step(loop, saved=True)

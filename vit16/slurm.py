@@ -14,10 +14,10 @@ A sweep is one job array (``map_array``): one run directory per point under
 the experiment's run directory, every finished point appending its row to the
 results table (rows are appended under a file lock).
 
-Preemption and time limits: submitit sends ``USR2`` ``signal_delay_s`` before
-the limit; :meth:`TrainJob.checkpoint` requeues the job, and the requeued job
-resumes from ``last.pt`` (written every ``checkpoint_minutes`` and at every
-epoch end). A job requeued by hand (``scontrol requeue``) resumes the same way
+Preemption and time limits: Slurm sends ``USR2`` ``signal_delay_s`` before
+the limit; the training loop writes ``last.pt`` at the next optimizer-step
+boundary, then submitit requeues the job (:meth:`TrainJob.checkpoint`), and
+the requeued job resumes from that ``last.pt``: no work is redone. A job requeued by hand (``scontrol requeue``) resumes the same way
 (``SLURM_RESTART_COUNT > 0`` means resume even after ``--no-resume``). On
 SIGTERM (requeue, preemption, ``scancel``) the job exits at once rather than
 training on until Slurm's SIGKILL, as submitit's default handler would.
@@ -39,6 +39,7 @@ import submitit
 
 from vit16.config import ConfigError, ExperimentConfig
 from vit16.experiment import run_experiment
+from vit16.stop import request_stop
 from vit16.sweep import RunSpec
 
 __all__ = ["SubmitError", "Submitted", "TrainJob", "describe", "executor_parameters", "submit"]
@@ -82,6 +83,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         # requeued (scontrol requeue, preemption) or cancelled: stop at once instead of
         # training on for KillWait seconds, to resume from last.pt in the next run
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        _save_before_requeue()
         export_job_env()  # RANK, WORLD_SIZE, MASTER_ADDR... when the job has several tasks
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or run.cfg.slurm.cpus_per_task or 0)
         if threads > 0:
@@ -95,6 +97,22 @@ class TrainJob(submitit.helpers.Checkpointable):
         """Called by submitit on preemption / time limit (USR2): the requeued job
         runs the same call, resuming from the run directory's ``last.pt``."""
         return submitit.helpers.DelayedSubmission(self, dataclasses.replace(run, resume=True))
+
+
+def _save_before_requeue() -> None:
+    """Wrap submitit's USR2 handler (preemption / time limit: checkpoint and
+    requeue): while epochs run, the training loop first writes ``last.pt`` at
+    the next optimizer-step boundary (:func:`vit16.stop.request_stop`), then
+    submitit requeues; outside the epochs it acts at once."""
+    submitit_handler = signal.getsignal(signal.SIGUSR2)
+    if not callable(submitit_handler):
+        return
+
+    def save_then_requeue(signum, frame) -> None:
+        if not request_stop(then=lambda: submitit_handler(signum, frame)):
+            submitit_handler(signum, frame)
+
+    signal.signal(signal.SIGUSR2, save_then_requeue)
 
 
 def _exit_on_sigterm(signum, frame) -> None:

@@ -37,7 +37,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vit16.checkpoint import git_commit, load_checkpoint
 from vit16.config import ExperimentConfig
-from vit16.engine import Loop, end_epoch, stop_on_ctrl_c, train_one_epoch
+from vit16.engine import Loop, end_epoch, train_one_epoch
 from vit16.optim import build_optimizer
 from vit16.progress import Progress
 from vit16.results import device_name, format_duration, utc_date
@@ -47,6 +47,7 @@ from vit16.runstate import (Checkpointer, Counters, ResumeMismatchError, RunInte
 from vit16.runtime import (Runtime, build_model, build_run_data, load_init, seed_everything,
                            setup_runtime, wrap_model)
 from vit16.schedules import build_schedule, warmup_steps
+from vit16.stop import listening
 
 __all__ = ["ResumeMismatchError", "RunInterrupted", "TrainingDivergedError", "train"]
 
@@ -122,7 +123,7 @@ def train(
         # ranks each has its own stream (dropout, drop-path); rank 0's is the single-process one.
         restore_rng(ckpt, rt.rank, rt.world_size, cfg.seed, loop.counters.step)
         loop.ckpt.last_save_time = loop.seg_t0 = time.monotonic()
-        with loop.progress, stop_on_ctrl_c(loop):
+        with loop.progress, listening(loop.stop, ctrl_c=rt.world_size == 1):
             while loop.counters.step < loop.stop_step:
                 end_epoch(loop, train_one_epoch(loop))
         summary = _summarise(loop, _test(loop), overrides)

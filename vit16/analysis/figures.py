@@ -22,6 +22,7 @@ __all__ = [
     "plot_filter_components",
     "plot_pos_similarity",
     "plot_rollout",
+    "plot_scaling",
     "require_matplotlib",
 ]
 
@@ -193,6 +194,47 @@ def plot_pruning(runs: Sequence[tuple[str, list[dict]]], path: str | Path, title
             ax.plot(*zip(*points), marker="o", ms=4, label=label)
     ax.set_xlabel("sparsity of qkv, proj, fc1, fc2 (%)")
     ax.set_ylabel("test top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_scaling(lines: Sequence[tuple[str, Sequence[tuple[float, float, float | None, int]]]],
+                 path: str | Path, xlabel: str, ylabel: str = "test top-1 (%)", title: str = "") -> Path:
+    """Paper Fig. 3/4 analogue: a metric (%) against a numeric setting such as
+    the fraction of the training data, one line per configuration.
+
+    Args:
+        lines: ``(label, points)``, each point ``(x, mean %, sample std % or
+            None, n)``; the std is drawn as an error bar (none when ``None``,
+            n = 1) and every point is annotated ``n=N``.
+        path: the PNG to write.
+        xlabel: the x axis title (the setting's name). The x axis is
+            logarithmic when every x is positive (else linear), with a tick
+            at each x.
+    """
+    Figure = require_matplotlib()
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    xs = sorted({p[0] for _, points in lines for p in points})
+    for label, points in lines:
+        x, mean, std, n = zip(*points)
+        (line,) = ax.plot(x, mean, marker="o", ms=4, label=label)
+        bars = [(a, b, s) for a, b, s in zip(x, mean, std) if s is not None]
+        if bars:
+            ax.errorbar(*zip(*bars), fmt="none", ecolor=line.get_color(), capsize=3)
+        for a, b, k in zip(x, mean, n):
+            ax.annotate(f"n={k}", (a, b), textcoords="offset points", xytext=(4, 4), fontsize=6,
+                        color=line.get_color())
+    if xs and xs[0] > 0:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{v:g}" for v in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if title:
