@@ -141,3 +141,74 @@ def write_cifar100_pickles(root: Path, coarse: bool = True) -> None:
         meta["coarse_label_names"] = [f"c{i}" for i in range(20)]
     with open(d / "meta", "wb") as f:
         pickle.dump(meta, f)
+
+
+# The 37 breeds of Oxford-IIIT Pets as its file names spell them (cats capitalised,
+# dogs lower case); class ids 1..37 follow this order (alphabetical, ignoring case).
+PETS_BREEDS = sorted(
+    ["Abyssinian", "Bengal", "Birman", "Bombay", "British_Shorthair", "Egyptian_Mau", "Maine_Coon", "Persian",
+     "Ragdoll", "Russian_Blue", "Siamese", "Sphynx", "american_bulldog", "american_pit_bull_terrier",
+     "basset_hound", "beagle", "boxer", "chihuahua", "english_cocker_spaniel", "english_setter",
+     "german_shorthaired", "great_pyrenees", "havanese", "japanese_chin", "keeshond", "leonberger",
+     "miniature_pinscher", "newfoundland", "pomeranian", "pug", "saint_bernard", "samoyed", "scottish_terrier",
+     "shiba_inu", "staffordshire_bull_terrier", "wheaten_terrier", "yorkshire_terrier"], key=str.lower)
+
+
+def write_oxford_pets(root: Path, trainval: int = 2, test: int = 1, size=(36, 44)) -> dict[str, list]:
+    """torchvision's OxfordIIITPet layout under ``root``: ``oxford-iiit-pet/images/
+    <Breed>_<n>.jpg`` (``size`` = (H, W), not square) and ``annotations/
+    {trainval,test}.txt`` ("IMAGE_ID CLASS_ID SPECIES BREED_ID" lines), ``trainval``
+    and ``test`` images per breed. Returns each split's [(image id, label 0..36)]
+    in file order (the test file lists its images breed-interleaved)."""
+    base = root / "oxford-iiit-pet"
+    (base / "images").mkdir(parents=True)
+    (base / "annotations").mkdir()
+    written: dict[str, list] = {"trainval": [], "test": []}
+    species_ids = {1: 0, 2: 0}
+    breed_ids = {}
+    for label, breed in enumerate(PETS_BREEDS):
+        species = 1 if breed[0].isupper() else 2
+        species_ids[species] += 1
+        breed_ids[breed] = (species, species_ids[species])
+    order = {"trainval": [(b, i) for b in range(37) for i in range(trainval)],
+             "test": [(b, trainval + i) for i in range(test) for b in range(37)]}
+    for split, items in order.items():
+        lines = []
+        for label, n in items:
+            breed = PETS_BREEDS[label]
+            image_id = f"{breed}_{n + 1}"
+            img = data_image(label, n, max(size))[: size[0], : size[1]]
+            Image.fromarray(img).save(base / "images" / f"{image_id}.jpg", quality=95)
+            species, breed_id = breed_ids[breed]
+            lines.append(f"{image_id} {label + 1} {species} {breed_id}")
+            written[split].append((image_id, label))
+        (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return written
+
+
+def write_flowers102(root: Path, train: int = 1, val: int = 1, test: int = 1, size=(40, 30)) -> dict[str, list]:
+    """torchvision's Flowers102 layout under ``root`` (needs scipy):
+    ``flowers-102/jpg/image_NNNNN.jpg``, ``imagelabels.mat`` (``labels``: 1..102
+    per image id) and ``setid.mat`` (``trnid``, ``valid``, ``tstid``), with
+    ``train``/``val``/``test`` images per class. Image ids are handed out class
+    by class, each class's ids dealt to test, val, train in turn (so the splits
+    interleave as in the real files). Returns each split's [(image id, label 0..101)]."""
+    from scipy.io import savemat
+
+    base = root / "flowers-102"
+    (base / "jpg").mkdir(parents=True)
+    per = train + val + test
+    labels, sets = [], {"trnid": [], "valid": [], "tstid": []}
+    written: dict[str, list] = {"train": [], "val": [], "test": []}
+    for c in range(102):
+        kinds = ["tstid"] * test + ["valid"] * val + ["trnid"] * train
+        for k, kind in enumerate(kinds):
+            image_id = c * per + k + 1
+            labels.append(c + 1)
+            sets[kind].append(image_id)
+            written[{"trnid": "train", "valid": "val", "tstid": "test"}[kind]].append((image_id, c))
+            img = data_image(c, image_id, max(size))[: size[0], : size[1]]
+            Image.fromarray(img).save(base / "jpg" / f"image_{image_id:05d}.jpg", quality=95)
+    savemat(base / "imagelabels.mat", {"labels": np.asarray([labels], dtype=np.uint8)})
+    savemat(base / "setid.mat", {k: np.asarray([v], dtype=np.uint16) for k, v in sets.items()})
+    return written

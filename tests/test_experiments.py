@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fakedata import C10_NAMES, write_cifar100_npz, write_image_folder
+from fakedata import C10_NAMES, write_cifar100_npz, write_flowers102, write_image_folder, write_oxford_pets
 from vit16.commands.train import main
 from vit16.config import load_tables, resolve
 from vit16.experiment import DEFAULT_EXPERIMENTS
@@ -22,11 +22,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    """cifar10 (ImageFolder), cifar100.npz and imagenet (ImageFolder, 3 classes, 64px JPEG)."""
+    """cifar10 (ImageFolder), cifar100.npz, imagenet (ImageFolder, 3 classes, 64px JPEG),
+    Oxford-IIIT Pets and Flowers-102 in torchvision's layouts."""
     root = tmp_path_factory.mktemp("data")
     write_image_folder(root / "cifar10", C10_NAMES, {"train": 5, "test": 2})
     write_cifar100_npz(root / "cifar100.npz", per_class=2, test_per_class=1)
     write_image_folder(root / "imagenet", ["n01", "n02", "n03"], {"train": 12, "val": 2}, ext="jpg", size=(64, 64))
+    write_oxford_pets(root, trainval=2, test=1)
+    write_flowers102(root)
     return root
 
 
@@ -34,7 +37,8 @@ def tiny_overrides(name: str, runs: Path) -> list[str]:
     """--set items that shrink experiment ``name`` to seconds on a CPU, keeping
     its model family, data set, resolution, optimizer, schedule and augmentation."""
     cfg = resolve(name, TABLES)
-    classes = {"cifar10": 10, "cifar100": 100 if cfg.data.label == "fine" else 20, "imagenet": 3}[cfg.data.name]
+    classes = {"cifar10": 10, "cifar100": 100 if cfg.data.label == "fine" else 20, "imagenet": 3,
+               "oxford_pets": 37, "flowers102": 102}[cfg.data.name]
     epochs = 1 + int(np.ceil(cfg.schedule.warmup_epochs))  # the schedule stays valid; max_steps stops early
     items = [f"epochs={epochs}", "max_steps=2", "batch_size=8", "micro_batch_size=4", "eval_batch_size=8",
              f"data.val_size={classes}", "data.num_workers=0", "checkpoint_minutes=0"]

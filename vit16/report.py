@@ -6,7 +6,7 @@ Pure functions over the rows :func:`vit16.results.read_rows` returns
 (``python -m vit16 report`` prints :func:`report` of ``results/RESULTS.md``)::
 
     rows -> group_rows -> Group.stats -> format_markdown [-> format_document]
-                                     \-> figure_series (test top-1 against --group-by)
+                                      -> figure_series (test top-1 against --group-by)
 
 A row's configuration is its ``experiment``, ``model`` and ``overrides`` cell
 (the ``--set`` items, space-separated, as the trainer records them: a sweep

@@ -150,7 +150,7 @@ def write_figure(groups: list[Group], group_by: str, path: str | Path, title: st
     if not series:
         raise ValueError(f"--figure: no row has a {FIGURE_METRIC} number to plot")
     plot_scaling([(s.label, [(p.x, p.stats.mean, p.stats.std, p.stats.n) for p in s.points]) for s in series],
-                 path, xlabel=group_by, ylabel=f"{dict(COLUMNS)[FIGURE_METRIC]} (mean +- std)", title=title)
+                 path, xlabel=group_by, ylabel=f"{dict(COLUMNS)[FIGURE_METRIC]}, mean ± 1 std", title=title)
     stat = ("n", "mean", "std", "min", "max")
     return write_csv(Path(path).with_suffix(".csv"),
                      ("experiment", "model", "overrides", group_by, *(f"{FIGURE_METRIC}_{k}" for k in stat)),

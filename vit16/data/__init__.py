@@ -12,6 +12,7 @@ DataLoader pipelines), ``loaders`` (train/eval loaders), ``build``.
 """
 
 from vit16.data import sources  # noqa: F401  (registers the data sets)
+from vit16.data import transfer_sources  # noqa: F401  (registers imagefolder, oxford_pets, flowers102)
 from vit16.data.build import DataBundle, build_data, data_throughput
 from vit16.data.cache import cache_dir
 from vit16.data.loaders import EvalLoader, TrainLoader
