@@ -31,7 +31,7 @@ def error(*items: str, name: str = "quick") -> str:
     ("schedule.min_lr=0.01", "[quick.schedule]: min_lr = 0.01 must be in [0, optim.lr = 0.002]"),
     ("optim.clip_grad_norm=-1.0", "[quick.optim]: clip_grad_norm = -1.0 must be >= 0 (0 = off)"),
     ("max_steps=-5", "[quick]: max_steps = -5 must be >= 0 (0 = no cap)"),
-    ("checkpoint_minutes=-1", "[quick]: checkpoint_minutes = -1 must be >= 0 (0 = only at the end of each epoch)"),
+    ("checkpoint_minutes=-1", "[quick]: checkpoint_minutes = -1 must be >= 0 (0 = at the end of every epoch)"),
     # top level
     ("seed=-1", "[quick]: seed = -1 must be >= 0"),
     ("epochs=0", "[quick]: epochs = 0 must be >= 1"),

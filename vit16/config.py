@@ -189,7 +189,7 @@ class ExperimentConfig:
     compile: bool = False
     channels_last: bool = False
     max_steps: int = 0  # stop after this many optimizer steps (0 = no cap); smoke tests
-    checkpoint_minutes: float = 10.0  # also write last.pt every this many minutes (0 = only per epoch)
+    checkpoint_minutes: float = 10.0  # last.pt every this many minutes and at the end (0 = every epoch)
     init: str = ""  # initial weights (checkpoint path); "" = random init
     ema_decay: float = 0.0  # EMA of the weights, decay per optimizer step (0 = off), e.g. 0.9998
     ema_warmup: bool = False  # the EMA copies the weights until the LR warmup ends

@@ -135,7 +135,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "micro_batch_size": Range(0, note="0 = batch_size / world size"),
         "eval_batch_size": Range(0, note="0 = the micro batch size"),
         "max_steps": Range(0, note="0 = no cap"),
-        "checkpoint_minutes": Range(0, note="0 = only at the end of each epoch"),
+        "checkpoint_minutes": Range(0, note="0 = at the end of every epoch"),
         "ema_decay": Range(0, 1, hi_open=True, note="0 = no EMA"),
     },
     "model": {

@@ -19,8 +19,10 @@ The group lives as long as the process (it is destroyed at exit), so
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -37,6 +39,7 @@ __all__ = [
     "is_initialized",
     "local_rank",
     "rank0_decides",
+    "rank0_first",
     "rank_device",
     "rank_seed",
     "setup",
@@ -187,3 +190,19 @@ def barrier() -> None:
     wrote are visible to all ranks after it."""
     if is_initialized():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def rank0_first() -> Iterator[None]:
+    """Rank 0 runs the block first (a download, a cache write), the other ranks
+    after it, from what it left on disk; no-op without a process group."""
+    if not is_initialized():
+        yield
+        return
+    if dist.get_rank() != 0:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if dist.get_rank() == 0:
+            dist.barrier()

@@ -42,7 +42,7 @@ also done when :data:`SYNC_SECONDS` have passed, and always before a checkpoint.
 SYNC_SECONDS = 2.0
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -333,7 +333,8 @@ def _stop_at_step(loop: Loop, saved: bool = False) -> None:
 def end_epoch(loop: Loop, epoch_done: bool) -> None:
     """After :func:`train_one_epoch`: validate, write ``best.pt`` on a new best
     val top-1, a line of ``metrics.jsonl``, the epoch's log line, call the
-    epoch hook (a complete epoch) and write ``last.pt``."""
+    epoch hook (a complete epoch) and write ``last.pt`` when due
+    (:func:`_save_at_epoch_end`)."""
     c, data = loop.counters, loop.data
     if loop.monitor.pending:
         loop.monitor.flush()
@@ -364,6 +365,20 @@ def end_epoch(loop: Loop, epoch_done: bool) -> None:
         if loop.epoch_hook is not None:
             loop.epoch_hook(epoch)
         c.end_epoch()
-    loop.ckpt.save_last()
+    saved = _save_at_epoch_end(loop)
     if c.step < loop.stop_step and _stop_due(loop, True):
-        _stop_at_step(loop, saved=True)
+        _stop_at_step(loop, saved=saved)
+
+
+def _save_at_epoch_end(loop: Loop) -> bool:
+    """Write ``last.pt`` at an epoch's end when the run is over, when
+    ``checkpoint_minutes = 0`` (every epoch), or when ``checkpoint_minutes``
+    have passed (epochs of seconds on a GPU do not each write a checkpoint);
+    with several ranks rank 0's clock decides. Returns whether it wrote."""
+    due = (loop.counters.step >= loop.stop_step or loop.cfg.checkpoint_minutes == 0
+           or loop.ckpt.due())
+    if loop.rt.world_size > 1:
+        due = distributed.rank0_decides(due)
+    if due:
+        loop.ckpt.save_last()
+    return due

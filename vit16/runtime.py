@@ -155,8 +155,9 @@ def build_run_data(cfg: ExperimentConfig, rt: Runtime, data_root: str | None = N
     from vit16.data import build_data  # lazy: heavy, and tests inject a bundle
 
     seed_everything(cfg.seed)
-    return build_data(cfg, rt.device, rank=rt.rank, world_size=rt.world_size,
-                      data_root=data_root, micro_batch_size=rt.micro_batch)
+    with distributed.rank0_first():  # one download, not one per rank
+        return build_data(cfg, rt.device, rank=rt.rank, world_size=rt.world_size,
+                          data_root=data_root, micro_batch_size=rt.micro_batch)
 
 
 def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
@@ -198,7 +199,8 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> list[str]:
     from vit16.models import load_pretrained
 
     try:
-        return load_pretrained(model, path, progress=dist_env()[0] == 0)
+        with distributed.rank0_first():  # published weights are downloaded once, by rank 0
+            return load_pretrained(model, path, progress=dist_env()[0] == 0)
     except ValueError as err:  # WeightLoadError, or a position embedding that is no grid
         raise CheckpointError(str(err)) from None
 
@@ -210,19 +212,21 @@ def wrap_model(model: nn.Module, cfg: ExperimentConfig, device: torch.device,
     ``world_size > 1``: ``train_model`` is ``DistributedDataParallel(model)``
     (gradients averaged over ranks in the backward; its construction
     broadcasts rank 0's weights), and ``eval_model`` is the bare module (each
-    rank evaluates its own shard; :func:`evaluate` sums the counts), so
-    evaluation has no collective per batch and ranks may hold unequal
-    shards. ``torch.compile`` wraps both when ``cfg.compile``. ``model``
-    itself stays the raw module whose ``state_dict`` goes into checkpoints.
-    The process group must exist (:func:`vit16.distributed.setup`).
+    rank evaluates its own shard; :func:`vit16.engine.evaluate` sums the
+    counts), so evaluation has no collective per batch and ranks may hold
+    unequal shards. ``cfg.compile`` compiles the training model only:
+    evaluation runs the eager module under ``torch.no_grad()`` (another batch
+    size in the last batch and train/eval switches would recompile, and
+    compiled modules under ``inference_mode`` are reported to go stale:
+    pytorch/pytorch#108863, #104984). ``model`` itself stays the raw module
+    whose ``state_dict`` goes into checkpoints. The process group must exist
+    (:func:`vit16.distributed.setup`).
     """
+    train_model = model
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=ids, output_device=ids and ids[0])
-        if cfg.compile:
-            return torch.compile(ddp), torch.compile(model)
-        return ddp, model
-    fwd = torch.compile(model) if cfg.compile else model
-    return fwd, fwd
+        train_model = DistributedDataParallel(model, device_ids=ids, output_device=ids and ids[0],
+                                              gradient_as_bucket_view=True)
+    return (torch.compile(train_model) if cfg.compile else train_model), model
