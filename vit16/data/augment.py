@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vit16.config_checks import AUTO_AUGMENT_POLICIES as POLICIES
+from vit16.data.policy_ops import apply_draw
+from vit16.data.policy_space import AUTOAUGMENT_POLICIES, RANDAUGMENT_SPACE, TRIVIALAUGMENT_SPACE, draw
 
 
 def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
@@ -38,7 +40,8 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     dev = images.device
     padded = F.pad(images, (padding,) * 4) if padding > 0 else images
     pw = w + 2 * padding
-    offsets, flips = offsets.to(dev), flips.to(dev)
+    packed = torch.cat([offsets, flips[:, None].long()], 1).to(dev)  # one host-device copy
+    offsets, flips = packed[:, :2], packed[:, 2].bool()
     cols = torch.arange(w, device=dev).expand(b, w)
     cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]
     rows = torch.arange(h, device=dev)[None, :] + offsets[:, 0:1]
@@ -61,9 +64,15 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, 3, H, W) in [0, 255] -> float32 ``(x / 255 - mean) / std``, same device."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255.0
+    m, s = normalize_constants(mean, std, images.device)
     return (images.float() - m) / s
+
+
+def normalize_constants(mean: Sequence[float], std: Sequence[float], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (1, C, 1, 1) ``255 * mean`` and ``255 * std`` on ``device``, as :func:`normalize` uses."""
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0
+    return m, s
 
 
 def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple[float, float] = (0.02, 0.33),
@@ -148,34 +157,67 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
 
 
 class BatchPolicy:
-    """A torchvision v2 auto-augment policy applied per sample to a uint8 batch.
+    """An AutoAugment-style policy applied per sample to a uint8 batch.
 
-    torchvision's policies draw one op for the whole tensor they are given.
-    Here each sample draws its own ops (the same distribution as the policy's
-    ``forward``), then samples that drew the same (op, magnitude) are
-    transformed together with the policy's own op implementation, so a batch
-    costs one call per distinct op instead of one per image.
+    Each sample draws its own ops (the distribution of the published policy,
+    :mod:`vit16.data.policy_space`), drawn on the CPU from the generator given.
+
+    ``impl="batched"`` (default): every op applied to the whole batch at once
+    with per-sample parameters (:mod:`vit16.data.policy_ops`): no loop over
+    the batch content, the parameters reach the device in one copy.
+    ``impl="grouped"``: the previous implementation (samples that drew the same
+    (op, magnitude) transformed together by torchvision's own op code, through
+    its private attributes), kept only for the side-by-side speed measurement
+    of :func:`vit16.data.policy_bench.bench_policy`; to be removed.
 
     Args:
         name: "randaugment" (2 ops, magnitude 9 of 31), "autoaugment" (the
             learned policy ``autoaugment_policy``) or "trivialaugment" (wide).
-        autoaugment_policy: torchvision ``AutoAugmentPolicy`` value for
-            "autoaugment": "cifar10" or "imagenet" (the data set's
+        autoaugment_policy: "cifar10" or "imagenet" (the data set's
             :attr:`~vit16.data.sources.Source.autoaugment_policy`).
+        impl: "batched" or "grouped".
 
     Raises:
-        ValueError: unknown ``name`` or ``autoaugment_policy``.
+        ValueError: unknown ``name``, ``autoaugment_policy`` or ``impl``.
     """
 
-    def __init__(self, name: str, autoaugment_policy: str = "cifar10"):
+    def __init__(self, name: str, autoaugment_policy: str = "cifar10", impl: str = "batched"):
         if name == "randaugment":
             self.transform = v2.RandAugment()
+            self.ops = tuple(RANDAUGMENT_SPACE)
         elif name == "autoaugment":
+            if autoaugment_policy not in AUTOAUGMENT_POLICIES:
+                raise ValueError(f"autoaugment_policy = {autoaugment_policy!r}; expected one of "
+                                 f"{', '.join(AUTOAUGMENT_POLICIES)}")
             self.transform = v2.AutoAugment(v2.AutoAugmentPolicy(autoaugment_policy))
+            self.ops = tuple(dict.fromkeys(op for sub in AUTOAUGMENT_POLICIES[autoaugment_policy]
+                                           for op, _, _ in sub))
         elif name == "trivialaugment":
             self.transform = v2.TrivialAugmentWide()
+            self.ops = tuple(TRIVIALAUGMENT_SPACE)
         else:
             raise ValueError(f"auto_augment = {name!r}; expected '' or one of {', '.join(POLICIES)}")
+        if impl not in ("batched", "grouped"):
+            raise ValueError(f"impl = {impl!r}; expected 'batched' or 'grouped'")
+        self.name, self.impl = name, impl
+        self.autoaugment_policy = autoaugment_policy
+        self.grouped = GroupedPolicy(self.transform, name) if impl == "grouped" else None
+
+    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> augmented uint8 (B, 3, H, W), per-sample ops drawn from ``gen``."""
+        if self.grouped is not None:
+            return self.grouped(images, gen)
+        d = draw(self.name, self.autoaugment_policy, images.shape[0], images.shape[2], images.shape[3], gen)
+        return apply_draw(images, d, self.ops)
+
+
+class GroupedPolicy:
+    """The previous per-(op, magnitude) grouped policy on a torchvision v2
+    policy ``transform`` (uses its private attributes; for the speed
+    comparison only, see :class:`BatchPolicy`)."""
+
+    def __init__(self, transform, name: str):
+        self.transform = transform
         self.name = name
         self._space = self.transform._AUGMENTATION_SPACE
         self._ops = list(self._space)
@@ -262,6 +304,7 @@ class BatchAugment:
         self.geometric = geometric
         self.policy = BatchPolicy(cfg.auto_augment, autoaugment_policy) if geometric and cfg.auto_augment else None
         self.mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+        self.constants: tuple[torch.Tensor, torch.Tensor] | None = None  # built once on the device
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, 3, H, W) and int64 (B,) on the device -> (float32 (B, 3, H, W)
@@ -271,7 +314,9 @@ class BatchAugment:
             images = random_crop_flip(images, cfg.crop_padding, cfg.hflip, gen)
             if self.policy is not None:
                 images = self.policy(images, gen)
-        x = normalize(images, self.mean, self.std)
+        if self.constants is None or self.constants[0].device != images.device:
+            self.constants = normalize_constants(self.mean, self.std, images.device)
+        x = (images.float() - self.constants[0]) / self.constants[1]
         if cfg.random_erasing > 0:
             x = random_erasing(x, cfg.random_erasing, gen)
         if not self.mixing:
