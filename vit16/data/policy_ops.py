@@ -35,57 +35,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vit16.data.policy_space import GEOMETRIC, OP_ID, PolicyDraw, inverse_affine
-
-PARAMS = ("op", "factor", "alpha", "threshold", "bits_mask", "t0", "t1", "t2", "t3", "t4", "t5")
-"""The per-sample parameter columns of :func:`stage_params` (float32)."""
-LUT_OPS = ("Brightness", "Contrast", "Posterize", "Solarize", "Invert", "AutoContrast", "Equalize")
-"""The pointwise ops, applied as lookup tables."""
-FAMILIES = (GEOMETRIC,) + tuple((op,) for op in LUT_OPS) + (("Color",), ("Sharpness",))
-"""The op families of a stage, in the order of their rows (after the identity rows):
-the geometric ops share one warp, every other op is a family of its own."""
-
-
-def stage_params(d: PolicyDraw, h: int, w: int) -> torch.Tensor:
-    """float32 (S, B, len(PARAMS)) on the CPU: every per-sample number the
-    stages need, computed in float64 as torchvision computes them, then rounded.
-
-    ``factor`` = 1 + m (brightness / colour / contrast / sharpness), ``alpha`` =
-    1 - factor (the blend weight of the degenerate image), ``threshold`` =
-    255 m (solarize; 0 for Invert, 256 = never for other ops), ``bits_mask``
-    the posterize bit mask (255 = keep all), t0..t5 the inverse affine matrix already
-    divided by (w / 2, h / 2) as torchvision's affine grid does."""
-    op, mags = d.ops, d.mags
-    factor = 1.0 + mags
-    alpha = 1.0 - factor
-    thr = torch.where(op == OP_ID["Solarize"], 255.0 * mags, 256.0)
-    thr = torch.where(op == OP_ID["Invert"], 0.0, thr)
-    bits = torch.where(op == OP_ID["Posterize"], torch.trunc(mags), 8.0).long()
-    mask = ((255 << (8 - bits)) & 255).double()
-    s, b = op.shape
-    theta = inverse_affine(op.flatten(), mags.flatten(), h, w).view(s, b, 2, 3).float()
-    scaled = theta.transpose(2, 3) / torch.tensor([0.5 * w, 0.5 * h])  # (S, B, 3, 2)
-    cols = torch.stack([op.double(), factor, alpha, thr, mask], 2).float()
-    return torch.cat([cols, scaled.reshape(s, b, 6)], 2)
-
-
-def family_rows(ops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Host-side row plan of one stage, ``ops`` int64 (B,).
-
-    Returns ``order`` int64 (B,): the samples sorted by family (identity first,
-    then :data:`FAMILIES` in order, stable); ``src`` int64 (B,): the row of
-    ``cat([images, *family outputs])`` that is sample ``i``'s result; and
-    ``counts``: the number of samples per family, identity first."""
-    fam = torch.zeros_like(ops)
-    for f, names in enumerate(FAMILIES, 1):
-        for name in names:
-            fam = torch.where(ops == OP_ID[name], f, fam)
-    order = torch.argsort(fam, stable=True)
-    counts = torch.bincount(fam, minlength=len(FAMILIES) + 1).tolist()
-    src = torch.arange(len(ops))
-    src[order[counts[0]:]] = len(ops) + torch.arange(len(ops) - counts[0])
-    return order, src, counts
-
+from vit16.data.policy_plan import FAMILIES, plan
+from vit16.data.policy_space import GEOMETRIC, PolicyDraw
 
 def base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     """float32 (1, H * W, 3): pixel centres about the image centre, and 1
@@ -209,23 +160,20 @@ def apply_family(names: tuple[str, ...], x: torch.Tensor, p: torch.Tensor, grid:
     return apply_lut(names[0], x, p)
 
 
-def apply_stage(images: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, counts: list[int],
-                grid: torch.Tensor, ops: tuple[str, ...]) -> torch.Tensor:
-    """One stage on uint8 (B, C, H, W): ``p`` float32 (B, len(PARAMS))
-    (:func:`stage_params`), ``rows`` int64 (2B,) = ``order``, ``src`` and
-    ``counts`` of :func:`family_rows`, all on the images' device except
-    ``counts``; ``ops``: the ops the policy can draw (other families are
-    skipped; always the same for a policy)."""
-    b, c, h, w = images.shape
-    order, src = rows[counts[0]:b], rows[b:]
-    xs, ps = images.index_select(0, order), p.index_select(0, order)
-    outs, start = [images.reshape(b, c * h * w)], 0
+def apply_stage(images: torch.Tensor, p: torch.Tensor, counts: list[int], grid: torch.Tensor,
+                ops: tuple[str, ...]) -> torch.Tensor:
+    """One stage, in place, on uint8 (B, C, H, W) whose rows are sorted by
+    family (:func:`row_plan`): ``p`` float32 (B, len(PARAMS)) the rows'
+    parameters (:func:`stage_params`) on the images' device, ``counts`` the
+    rows per family (host ints); ``ops``: the ops the policy can draw (other
+    families are skipped, the same for every batch of a policy)."""
+    start = counts[0]
     for names, n in zip(FAMILIES, counts[1:]):
         if any(name in ops for name in names):
-            out = apply_family(names, xs[start:start + n], ps[start:start + n], grid)
-            outs.append(out.reshape(n, c * h * w))
+            rows = images[start:start + n]
+            rows.copy_(apply_family(names, rows, p[start:start + n], grid))
         start += n
-    return torch.cat(outs).index_select(0, src).view(b, c, h, w)
+    return images
 
 
 def to_device(params: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -238,15 +186,13 @@ def to_device(params: torch.Tensor, device: torch.device) -> torch.Tensor:
 def apply_draw(images: torch.Tensor, d: PolicyDraw, ops: tuple[str, ...]) -> torch.Tensor:
     """All stages of draw ``d`` applied to uint8 images (B, C, H, W) on any
     device (``ops``: the op names the policy can draw). The parameters and row
-    plans of every stage travel in one copy. Returns a new uint8 tensor."""
+    orders of every stage (:func:`vit16.data.policy_plan.plan`) travel in one
+    copy. Returns a new uint8 tensor."""
     b, _, h, w = images.shape
-    params = stage_params(d, h, w)
-    plans = [family_rows(d.ops[s]) for s in range(d.ops.shape[0])]
-    packed = torch.cat([params.flatten()] + [torch.cat([o, r]).float() for o, r, _ in plans])
-    packed = to_device(packed, images.device)
-    p_dev = packed[:params.numel()].view(params.shape)
-    rows = packed[params.numel():].long().view(len(plans), 2 * b)
+    host = plan(d, h, w)
+    packed = to_device(host.packed, images.device)
+    params, perms = host.split(packed)
     grid = base_grid(h, w, images.device)
-    for s, (_, _, counts) in enumerate(plans):
-        images = apply_stage(images, p_dev[s], rows[s], counts, grid, ops)
-    return images
+    for s, counts in enumerate(host.counts):
+        images = apply_stage(images.index_select(0, perms[s]), params[s], counts, grid, ops)
+    return images.index_select(0, perms[-1])

@@ -168,37 +168,6 @@ def draw(name: str, autoaugment_policy: str, n: int, h: int, w: int, gen: torch.
     return draw_uniform(TRIVIALAUGMENT_SPACE, 1, None, 31, n, h, w, gen)
 
 
-def inverse_affine(ops: torch.Tensor, mags: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """float64 (B, 6): the inverse affine map (output pixel -> input pixel, in
-    pixel units about the image centre) of each sample's geometric op; the
-    identity for other ops.
-
-    Follows torchvision's ``affine`` / ``rotate`` for these ops: ShearX/Y by
-    ``atan(m)`` degrees about the top-left corner, TranslateX/Y by ``int(m)``
-    pixels, Rotate by ``m`` degrees counter-clockwise about the centre (the
-    matrix of ``torchvision.transforms.v2.functional.affine``'s documentation).
-    """
-    zero = torch.zeros_like(mags)
-    is_op = {op: ops == OP_ID[op] for op in GEOMETRIC}
-    shear = torch.deg2rad(torch.rad2deg(torch.atan(mags)))
-    sx = torch.where(is_op["ShearX"], shear, zero)
-    sy = torch.where(is_op["ShearY"], shear, zero)
-    corner = is_op["ShearX"] | is_op["ShearY"]
-    cx = torch.where(corner, -0.5 * w, zero)
-    cy = torch.where(corner, -0.5 * h, zero)
-    tx = torch.where(is_op["TranslateX"], torch.trunc(mags), zero)
-    ty = torch.where(is_op["TranslateY"], torch.trunc(mags), zero)
-    rot = torch.where(is_op["Rotate"], -torch.deg2rad(torch.remainder(mags, 360.0)), zero)
-    a = torch.cos(rot - sy) / torch.cos(sy)
-    b = -(a * torch.tan(sx) + torch.sin(rot))
-    c = torch.sin(rot - sy) / torch.cos(sy)
-    d = torch.cos(rot) - c * torch.tan(sx)
-    m = torch.stack([d, -b, zero, -c, a, zero], 1)
-    m[:, 2] += cx - m[:, 0] * (cx + tx) - m[:, 1] * (cy + ty)
-    m[:, 5] += cy - m[:, 3] * (cx + tx) - m[:, 4] * (cy + ty)
-    return m
-
-
 def is_geometric(ops: torch.Tensor) -> torch.Tensor:
     """bool like ``ops``: the op moves pixels (shear, translate, rotate)."""
     return (ops >= OP_ID["ShearX"]) & (ops <= OP_ID["Rotate"])
