@@ -141,3 +141,15 @@ def test_policy_rejects_bad_names():
         BatchPolicy("randaugment", impl="fast")
     with pytest.raises(ValueError, match="autoaugment_policy"):
         BatchPolicy("autoaugment", "svhn")
+
+
+def test_bench_policy_reports_both_implementations(capsys):
+    from vit16.commands.bench import main
+    from vit16.data.policy_bench import bench_policy
+
+    r = bench_policy("trivialaugment", "batched", batch=16, steps=1)
+    assert r["images_per_s"] > 0 and r["copies"] == 1 and r["aten_ops"] > 10
+    assert main(["--device", "cpu", "--models", "", "--data", "", "--policies", "randaugment",
+                 "--policy-batch", "16"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| randaugment")]
+    assert [row.split("|")[2].strip() for row in rows] == ["grouped", "batched"]

@@ -316,7 +316,7 @@ class BatchAugment:
                 images = self.policy(images, gen)
         if self.constants is None or self.constants[0].device != images.device:
             self.constants = normalize_constants(self.mean, self.std, images.device)
-        x = (images.float() - self.constants[0]) / self.constants[1]
+        x = images.float().sub_(self.constants[0]).div_(self.constants[1])  # = normalize(), in place
         if cfg.random_erasing > 0:
             x = random_erasing(x, cfg.random_erasing, gen)
         if not self.mixing:
