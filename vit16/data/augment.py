@@ -76,7 +76,7 @@ def normalize_constants(mean: Sequence[float], std: Sequence[float], device) -> 
 
 
 def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10, inplace: bool = False) -> torch.Tensor:
     """Per-sample random erasing (Zhong et al. 2020), torchvision ``RandomErasing``'s
     sampling (area ``scale``, log-uniform aspect ``ratio``, up to ``attempts``
     tries, value 0 = the mean after normalisation), vectorised over the batch.
@@ -84,9 +84,10 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple
     Args:
         x: float (B, C, H, W), normalised.
         p: probability that a sample gets one erased rectangle.
+        inplace: erase in ``x`` itself (the caller owns it) instead of a copy.
 
     Returns:
-        a new tensor like ``x``.
+        a new tensor like ``x`` (``x`` itself when ``inplace``).
     """
     b, _, h, w = x.shape
     if p <= 0:
@@ -109,7 +110,7 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple
     in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None])
     in_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])
     mask = in_rows[:, :, None] & in_cols[:, None, :] & apply.bool()[:, None, None]
-    return x.masked_fill(mask[:, None], 0.0)
+    return x.masked_fill_(mask[:, None], 0.0) if inplace else x.masked_fill(mask[:, None], 0.0)
 
 
 def cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -124,7 +125,8 @@ def cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[in
 
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float,
-              cutmix_alpha: float, mix_prob: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+              cutmix_alpha: float, mix_prob: float, rng: np.random.Generator,
+              inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
     """MixUp / CutMix of the batch with its reverse, as timm's ``Mixup`` in batch mode.
 
     With probability ``mix_prob`` the batch is mixed: CutMix if only
@@ -135,6 +137,7 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
     Args:
         x: float (B, C, H, W).
         labels: int64 (B,).
+        inplace: CutMix pastes into ``x`` itself (the caller owns it) instead of a copy.
 
     Returns:
         (mixed x, soft targets float32 (B, num_classes) = ``lam * onehot(y) +
@@ -147,12 +150,13 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
         if use_cutmix:
             lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
             top, bottom, left, right = cutmix_box(x.shape[2], x.shape[3], lam, rng)
-            x = x.clone()
-            x[:, :, top:bottom, left:right] = x.flip(0)[:, :, top:bottom, left:right]
+            box = x[:, :, top:bottom, left:right].flip(0)  # only the box is flipped
+            x = x if inplace else x.clone()
+            x[:, :, top:bottom, left:right] = box
             lam = 1.0 - (bottom - top) * (right - left) / (x.shape[2] * x.shape[3])
         else:
             lam = float(rng.beta(mixup_alpha, mixup_alpha))
-            x = x * lam + x.flip(0) * (1.0 - lam)
+            x = x.mul(lam).add_(x.flip(0).mul_(1.0 - lam))  # = x * lam + x.flip(0) * (1 - lam), fewer copies
     return x, onehot * lam + onehot.flip(0) * (1.0 - lam), lam
 
 
@@ -318,10 +322,10 @@ class BatchAugment:
             self.constants = normalize_constants(self.mean, self.std, images.device)
         x = images.float().sub_(self.constants[0]).div_(self.constants[1])  # = normalize(), in place
         if cfg.random_erasing > 0:
-            x = random_erasing(x, cfg.random_erasing, gen)
+            x = random_erasing(x, cfg.random_erasing, gen, inplace=True)  # x is ours
         if not self.mixing:
             return x, labels
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
         x, targets, _ = mix_batch(x, labels, self.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha,
-                                  cfg.mix_prob, rng)
+                                  cfg.mix_prob, rng, inplace=True)
         return x, targets
