@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vit16.config_checks import AUTO_AUGMENT_POLICIES as POLICIES
-from vit16.data.policy_ops import apply_draw
+from vit16.data.policy_ops import apply_draw, to_device
 from vit16.data.policy_space import AUTOAUGMENT_POLICIES, RANDAUGMENT_SPACE, TRIVIALAUGMENT_SPACE, draw
 
 
@@ -40,7 +40,7 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     dev = images.device
     padded = F.pad(images, (padding,) * 4) if padding > 0 else images
     pw = w + 2 * padding
-    packed = torch.cat([offsets, flips[:, None].long()], 1).to(dev)  # one host-device copy
+    packed = to_device(torch.cat([offsets, flips[:, None].long()], 1), dev)  # one host-device copy
     offsets, flips = packed[:, :2], packed[:, 2].bool()
     cols = torch.arange(w, device=dev).expand(b, w)
     cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]
@@ -105,7 +105,8 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple
     left = (u[:, 1] * (w - ew + 1)).long()
     apply &= ok.any(1)
     # only the (B, 5) box parameters travel to the device; the mask is built there
-    top, bottom, left, right, apply = torch.stack([top, top + eh, left, left + ew, apply.long()]).to(x.device)
+    box = torch.stack([top, top + eh, left, left + ew, apply.long()])
+    top, bottom, left, right, apply = to_device(box, x.device)
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None])
     in_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])

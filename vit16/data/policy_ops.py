@@ -177,7 +177,9 @@ def apply_stage(images: torch.Tensor, p: torch.Tensor, counts: list[int], grid: 
 
 
 def to_device(params: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``params`` on ``device`` in one copy: pinned and non-blocking for CUDA."""
+    """CPU tensor ``params`` on ``device`` in one copy: pinned and non-blocking
+    for CUDA (the host does not wait); itself on the CPU."""
+    device = torch.device(device)
     if device.type == "cuda":
         return params.pin_memory().to(device, non_blocking=True)
     return params.to(device)
