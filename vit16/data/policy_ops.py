@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vit16.data.policy_plan import FAMILIES, plan
+from vit16.data.policy_plan import LUT_OPS, plan
 from vit16.data.policy_space import GEOMETRIC, PolicyDraw
 
 def base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -50,7 +50,7 @@ def base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
 
 def affine_nearest(images: torch.Tensor, theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Warp uint8 (B, C, H, W) by per-sample inverse maps ``theta`` float32 (B, 3, 2)
-    (from :func:`stage_params`), nearest neighbour, zero outside; ``grid`` is
+    (from :func:`~vit16.data.policy_plan.stage_params`), nearest neighbour, zero outside; ``grid`` is
     :func:`base_grid`. Returns uint8 (B, C, H, W)."""
     b, _, h, w = images.shape
     coords = grid.expand(b, -1, -1).bmm(theta).view(b, h, w, 2)
@@ -117,14 +117,24 @@ def lut_candidate(name: str, images: torch.Tensor, index: torch.Tensor, p: torch
     return equalize_lut(index).view(images.shape[0], images.shape[1], 256)
 
 
-def apply_lut(name: str, images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, H, W): every row through its own table of op ``name``
-    (parameters ``p``, :func:`stage_params`), one ``gather``."""
+def apply_luts(images: torch.Tensor, p: torch.Tensor, counts: list[int], ops: tuple[str, ...]) -> torch.Tensor:
+    """uint8 (B, C, H, W): rows sorted by pointwise op (``counts[k]`` rows of
+    ``LUT_OPS[k]``), each through its own table of its op (parameters ``p``,
+    :func:`~vit16.data.policy_plan.stage_params`): the tables of each op are
+    built on its rows only, then one ``gather`` applies them all."""
     b, c, h, w = images.shape
     v = torch.arange(256, device=images.device, dtype=torch.float32)
     index = images.reshape(b * c, h * w).long()
-    lut = lut_candidate(name, images, index, p, v).expand(b, c, 256).reshape(b * c, 256)
-    return lut.gather(1, index).view(b, c, h, w)
+    tables, start = [], 0
+    for name, n in zip(LUT_OPS, counts):
+        if name in ops:  # ops the policy cannot draw have no rows
+            rows = slice(start, start + n)
+            table = lut_candidate(name, images[rows], index[start * c:(start + n) * c], p[rows], v)
+            tables.append(table.expand(n, c, 256))
+        start += n
+    if not tables:
+        return images
+    return torch.cat(tables).view(b * c, 256).gather(1, index).view(b, c, h, w)
 
 
 def colour(images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -147,31 +157,30 @@ def sharpen(images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return x.clamp_(0, 255).to(torch.uint8)
 
 
-def apply_family(names: tuple[str, ...], x: torch.Tensor, p: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """The rows ``x`` uint8 (n, C, H, W) whose ops are the family ``names`` (of
-    :data:`FAMILIES`), parameters ``p`` (n, len(PARAMS))."""
-    n, _, h, w = x.shape
-    if names == GEOMETRIC:
-        return affine_nearest(x, p[:, 5:].reshape(n, 3, 2), grid)
-    if names[0] == "Color":
-        return colour(x, p)
-    if names[0] == "Sharpness":
-        return sharpen(x, p) if h > 2 and w > 2 else x
-    return apply_lut(names[0], x, p)
-
-
 def apply_stage(images: torch.Tensor, p: torch.Tensor, counts: list[int], grid: torch.Tensor,
                 ops: tuple[str, ...]) -> torch.Tensor:
     """One stage, in place, on uint8 (B, C, H, W) whose rows are sorted by
-    family (:func:`row_plan`): ``p`` float32 (B, len(PARAMS)) the rows'
-    parameters (:func:`stage_params`) on the images' device, ``counts`` the
-    rows per family (host ints); ``ops``: the ops the policy can draw (other
-    families are skipped, the same for every batch of a policy)."""
+    family (:func:`~vit16.data.policy_plan.plan`): ``p`` float32 (B, len(PARAMS))
+    the rows' parameters on the images' device, ``counts`` the rows per family
+    (host ints, identity first); ``ops``: the ops the policy can draw (families
+    it cannot draw are skipped, the same for every batch of a policy).
+
+    Four blocks of rows: geometric (one warp), pointwise (one table gather),
+    Color, Sharpness."""
+    _, _, h, w = images.shape
+    n_lut = len(LUT_OPS)
+    sizes = [counts[1], sum(counts[2:2 + n_lut]), counts[2 + n_lut], counts[3 + n_lut]]
     start = counts[0]
-    for names, n in zip(FAMILIES, counts[1:]):
-        if any(name in ops for name in names):
-            rows = images[start:start + n]
-            rows.copy_(apply_family(names, rows, p[start:start + n], grid))
+    for block, n in enumerate(sizes):
+        x, q = images[start:start + n], p[start:start + n]
+        if block == 0 and any(name in ops for name in GEOMETRIC):
+            x.copy_(affine_nearest(x, q[:, 5:].reshape(n, 3, 2), grid))
+        elif block == 1:
+            x.copy_(apply_luts(x, q, counts[2:2 + n_lut], ops))
+        elif block == 2 and "Color" in ops:
+            x.copy_(colour(x, q))
+        elif block == 3 and "Sharpness" in ops and h > 2 and w > 2:
+            x.copy_(sharpen(x, q))
         start += n
     return images
 

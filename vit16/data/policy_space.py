@@ -114,8 +114,18 @@ class PolicyDraw:
     mags: torch.Tensor
 
 
+_TABLES: dict[tuple, tuple] = {}  # built once per (space, bins, size, policy)
+
+
 def _table(space: dict, bins: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float64 (len(OPS), bins) magnitudes, bool (len(OPS),) signed) of ``space``."""
+    """(float64 (len(OPS), bins) magnitudes, bool (len(OPS),) signed) of ``space`` (cached; read only)."""
+    key = (tuple(space.items()), bins, h, w)
+    if key not in _TABLES:
+        _TABLES[key] = _build_table(space, bins, h, w)
+    return _TABLES[key]
+
+
+def _build_table(space: dict, bins: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     mags = torch.zeros(len(OPS), bins, dtype=torch.float64)
     signed = torch.zeros(len(OPS), dtype=torch.bool)
     for op, spec in space.items():
@@ -133,9 +143,11 @@ def draw_autoaugment(policy: str, n: int, h: int, w: int, gen: torch.Generator) 
     """Per sample, one of the 25 sub-policies of ``policy`` ("cifar10" or
     "imagenet"), each of its 2 ops firing with its probability (10 bins)."""
     table = AUTOAUGMENT_POLICIES[policy]
-    op_ids = torch.tensor([[OP_ID[s[0]] for s in sub] for sub in table])
-    probs = torch.tensor([[s[1] for s in sub] for sub in table], dtype=torch.float64)
-    bins = torch.tensor([[s[2] or 0 for s in sub] for sub in table])
+    if policy not in _TABLES:
+        _TABLES[policy] = (torch.tensor([[OP_ID[s[0]] for s in sub] for sub in table]),
+                           torch.tensor([[s[1] for s in sub] for sub in table], dtype=torch.float64),
+                           torch.tensor([[s[2] or 0 for s in sub] for sub in table]))
+    op_ids, probs, bins = _TABLES[policy]
     mags, signed = _table(AUTOAUGMENT_SPACE, 10, h, w)
     choice = torch.randint(len(table), (n,), generator=gen)
     fire = torch.rand(2, n, generator=gen, dtype=torch.float64) <= probs[choice].T
