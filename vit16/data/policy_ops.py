@@ -2,32 +2,33 @@
 once with per-sample parameters: no Python loop whose length depends on the
 batch content, no host sync, one host-to-device copy of the parameters.
 
-Each stage (one op per sample) sorts the samples by op family on the host
-(the ops are drawn there) and runs every family once on its rows:
+The host plans each stage (:mod:`vit16.data.policy_plan`; the ops are drawn
+there): the batch is reordered so that the rows of each op family are
+contiguous (one ``index_select`` per stage, one more at the end to restore
+the batch order), and every family runs once on its block of rows:
 
 - geometric (ShearX/Y, TranslateX/Y, Rotate): one affine grid + ``grid_sample``
   (nearest, zero fill: torchvision's defaults for these ops) with a matrix per
-  sample;
-- pointwise colour ops (Brightness, Contrast, Posterize, Solarize, Invert,
-  AutoContrast, Equalize): a per-(sample, channel) 256-entry lookup table per
-  op, the sample's own picked with one ``index_select``, applied with one
-  ``gather``;
+  row;
+- pointwise (Brightness, Contrast, Posterize, Solarize, Invert, AutoContrast,
+  Equalize): a 256-entry table per (row, channel), built by each op on its own
+  rows, all applied with one ``gather``;
 - Color and Sharpness: a blend with the grey image or with the 3x3 smoothed
   image.
 
-The rows come back in batch order with one ``index_select`` over the
-concatenated family outputs (the identity rows included). Selecting rows by
-host-computed indices rather than ``torch.where`` masks over the whole batch
-does the same work once per sample instead of once per family (a uint8
-``torch.where`` over a 512 x 3 x 32 x 32 batch alone costs about 4 ms on one
-CPU thread, ``index_select`` about 1 ms). The index vectors travel in the
-same single copy as the parameters; the number of aten ops per stage is fixed.
+Identity rows are not touched. Blocks of host-known size, rather than
+``torch.where`` masks over the whole batch, run each op once per sample
+instead of every op on every sample (a uint8 ``torch.where`` over a
+512 x 3 x 32 x 32 batch alone costs about 4 ms on one CPU thread). The block
+sizes are host integers, so no sync; the row orders travel in the same single
+copy as the parameters; the number of aten ops per batch is fixed.
 
 The formulas are torchvision's ``transforms.v2.functional`` uint8 kernels
 (``adjust_brightness``, ``adjust_contrast``, ``adjust_saturation``,
 ``adjust_sharpness``, ``posterize``, ``solarize``, ``invert``,
 ``autocontrast``, ``equalize``, ``affine``, ``rotate``) in the same float32
-arithmetic, vectorised; tests/test_augment_ops.py compares them.
+arithmetic, vectorised; tests/test_augment_ops.py compares them (bit-exact
+on the CPU).
 """
 
 from __future__ import annotations
