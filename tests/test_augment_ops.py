@@ -166,3 +166,20 @@ def test_policy_on_cuda_matches_cpu(name):
     cpu = pol(imgs, torch.Generator().manual_seed(0))
     gpu = pol(imgs.cuda(), torch.Generator().manual_seed(0)).cpu()
     assert (cpu != gpu).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("policy", ["autoaugment", ""])
+def test_pipeline_one_copy_per_micro_batch(policy):
+    from vit16.config import DataConfig
+    from vit16.data.augment import BatchAugment
+
+    cfg = DataConfig(auto_augment=policy, crop_padding=4, hflip=True, random_erasing=0.25, mixup_alpha=0.8,
+                     cutmix_alpha=1.0)
+    aug = BatchAugment(cfg, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 10, geometric=True, autoaugment_policy="cifar10")
+    imgs, labels = images(32), torch.arange(32) % 10
+    # the first batch also builds the normalisation constants on the device (2 copies, once)
+    assert count_transfers(lambda: aug(imgs, labels, torch.Generator().manual_seed(1))) == 3
+    assert count_transfers(lambda: aug(imgs, labels, torch.Generator().manual_seed(0))) == 1
+    x, t = aug(imgs, labels, torch.Generator().manual_seed(0))
+    assert x.shape == (32, 3, 32, 32) and x.dtype == torch.float32 and t.shape == (32, 10)
+    assert torch.allclose(t.sum(1), torch.ones(32))

@@ -10,7 +10,6 @@ ops, so results do not depend on the device and the global RNG is untouched.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +18,9 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vit16.config_checks import AUTO_AUGMENT_POLICIES as POLICIES
-from vit16.data.policy_ops import apply_draw, to_device
+from vit16.data.policy_grouped import GroupedPolicy
+from vit16.data.policy_ops import apply_plan, to_device
+from vit16.data.policy_plan import BatchPlan, plan
 from vit16.data.policy_space import AUTOAUGMENT_POLICIES, RANDAUGMENT_SPACE, TRIVIALAUGMENT_SPACE, draw
 
 
@@ -29,7 +30,7 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     Args:
         images: (B, C, H, W), any dtype.
         offsets: int64 (B, 2), (top, left) of each crop in the padded image, in [0, 2 * padding].
-        flips: bool (B,), mirror horizontally.
+        flips: bool (B,), mirror horizontally (both moved to the images' device in one copy if elsewhere).
         padding: zero padding added on every side before cropping.
 
     Returns:
@@ -40,8 +41,9 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     dev = images.device
     padded = F.pad(images, (padding,) * 4) if padding > 0 else images
     pw = w + 2 * padding
-    packed = to_device(torch.cat([offsets, flips[:, None].long()], 1), dev)  # one host-device copy
-    offsets, flips = packed[:, :2], packed[:, 2].bool()
+    if offsets.device != dev or flips.device != dev:  # one host-device copy
+        packed = to_device(torch.cat([offsets, flips[:, None].long()], 1), dev)
+        offsets, flips = packed[:, :2], packed[:, 2].bool()
     cols = torch.arange(w, device=dev).expand(b, w)
     cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]
     rows = torch.arange(h, device=dev)[None, :] + offsets[:, 0:1]
@@ -54,12 +56,18 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch
 
     ``images``: (B, C, H, W); returns the same shape and dtype. Draws from ``gen`` (CPU).
     """
-    b = images.shape[0]
-    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen)
-    flips = torch.rand(b, generator=gen) < 0.5 if hflip else torch.zeros(b, dtype=torch.bool)
+    offsets, flips = draw_crop_flip(images.shape[0], padding, hflip, gen)
     if padding == 0 and not hflip:
         return images
     return crop_flip(images, offsets, flips, padding)
+
+
+def draw_crop_flip(b: int, padding: int, hflip: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draws of :func:`random_crop_flip` for ``b`` images: int64 (B, 2)
+    offsets in [0, 2 * padding] and bool (B,) flips (all False without ``hflip``)."""
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen)
+    flips = torch.rand(b, generator=gen) < 0.5 if hflip else torch.zeros(b, dtype=torch.bool)
+    return offsets, flips
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -89,9 +97,15 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple
     Returns:
         a new tensor like ``x`` (``x`` itself when ``inplace``).
     """
-    b, _, h, w = x.shape
     if p <= 0:
         return x
+    return erase(x, draw_erasing(x.shape[0], x.shape[2], x.shape[3], p, gen, scale, ratio, attempts), inplace)
+
+
+def draw_erasing(b: int, h: int, w: int, p: float, gen: torch.Generator, scale: tuple[float, float] = (0.02, 0.33),
+                 ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+    """The draws of :func:`random_erasing` for ``b`` images of ``h`` x ``w``:
+    int64 (5, B) rows top, bottom, left, right, erased (0 / 1)."""
     apply = torch.rand(b, generator=gen) < p
     area = h * w * torch.empty(b, attempts).uniform_(scale[0], scale[1], generator=gen)
     aspect = torch.exp(torch.empty(b, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen))
@@ -104,9 +118,15 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple
     top = (u[:, 0] * (h - eh + 1)).long()
     left = (u[:, 1] * (w - ew + 1)).long()
     apply &= ok.any(1)
-    # only the (B, 5) box parameters travel to the device; the mask is built there
-    box = torch.stack([top, top + eh, left, left + ew, apply.long()])
-    top, bottom, left, right, apply = to_device(box, x.device)
+    return torch.stack([top, top + eh, left, left + ew, apply.long()])
+
+
+def erase(x: torch.Tensor, box: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Zero each sample's rectangle of ``box`` int64 (5, B) (:func:`draw_erasing`;
+    on any device: only it travels, the mask is built on ``x``'s) in float
+    (B, C, H, W) ``x``: a new tensor, or ``x`` itself when ``inplace``."""
+    h, w = x.shape[2:]
+    top, bottom, left, right, apply = box if box.device == x.device else to_device(box, x.device)
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None])
     in_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])
@@ -212,79 +232,23 @@ class BatchPolicy:
         """uint8 (B, 3, H, W) -> augmented uint8 (B, 3, H, W), per-sample ops drawn from ``gen``."""
         if self.grouped is not None:
             return self.grouped(images, gen)
-        d = draw(self.name, self.autoaugment_policy, images.shape[0], images.shape[2], images.shape[3], gen)
-        return apply_draw(images, d, self.ops)
+        host = self.plan(images.shape[0], images.shape[2], images.shape[3], gen)
+        return self.apply(images, host, to_device(host.packed, images.device))
 
+    def plan(self, n: int, h: int, w: int, gen: torch.Generator) -> BatchPlan | list:
+        """Draw the ops of ``n`` images of ``h`` x ``w`` from ``gen``: the host
+        plan (:class:`~vit16.data.policy_plan.BatchPlan`; the grouped
+        implementation's list of stages)."""
+        if self.grouped is not None:
+            return self.grouped.sample(n, h, w, gen)
+        return plan(draw(self.name, self.autoaugment_policy, n, h, w, gen), h, w)
 
-class GroupedPolicy:
-    """The previous per-(op, magnitude) grouped policy on a torchvision v2
-    policy ``transform`` (uses its private attributes; for the speed
-    comparison only, see :class:`BatchPolicy`)."""
-
-    def __init__(self, transform, name: str):
-        self.transform = transform
-        self.name = name
-        self._space = self.transform._AUGMENTATION_SPACE
-        self._ops = list(self._space)
-        self._mags: dict[tuple, list[float] | None] = {}
-
-    def _magnitude(self, op: str, index: int, bins: int, h: int, w: int, negate: bool) -> float:
-        key = (op, bins, h, w)
-        if key not in self._mags:
-            mags = self._space[op][0](bins, h, w)
-            self._mags[key] = None if mags is None else [float(m) for m in mags]
-        mags = self._mags[key]
-        if mags is None:
-            return 0.0
-        return -mags[index] if self._space[op][1] and negate else mags[index]
-
-    def sample(self, n: int, h: int, w: int, gen: torch.Generator) -> list[list[tuple[str, float] | None]]:
-        """Draw the ops: ``stages[s][i]`` is sample ``i``'s (op, magnitude) in stage ``s`` or None."""
-        t = self.transform
-        stages = []
-        if self.name == "autoaugment":
-            policies = t._policies
-            choice = torch.randint(len(policies), (n,), generator=gen).tolist()
-            for s in range(2):
-                fire = (torch.rand(n, generator=gen) <= torch.tensor(
-                    [policies[c][s][1] for c in choice])).tolist()
-                neg = (torch.rand(n, generator=gen) <= 0.5).tolist()
-                stage = []
-                for i, c in enumerate(choice):
-                    op, _, idx = policies[c][s]
-                    stage.append((op, self._magnitude(op, idx or 0, 10, h, w, neg[i])) if fire[i] else None)
-                stages.append(stage)
-            return stages
-        num_ops = t.num_ops if self.name == "randaugment" else 1
-        for _ in range(num_ops):
-            ops = torch.randint(len(self._ops), (n,), generator=gen).tolist()
-            if self.name == "randaugment":
-                bins = [t.magnitude] * n
-            else:
-                bins = torch.randint(t.num_magnitude_bins, (n,), generator=gen).tolist()
-            neg = (torch.rand(n, generator=gen) <= 0.5).tolist()
-            stages.append([(self._ops[o], self._magnitude(self._ops[o], k, t.num_magnitude_bins, h, w, ng))
-                           for o, k, ng in zip(ops, bins, neg)])
-        return stages
-
-    def apply(self, images: torch.Tensor, stages: list[list[tuple[str, float] | None]]) -> torch.Tensor:
-        """Apply drawn ``stages`` to uint8 ``images`` (B, 3, H, W); returns a new tensor."""
-        t = self.transform
-        out = images.clone()
-        for stage in stages:
-            groups: dict[tuple[str, float], list[int]] = defaultdict(list)
-            for i, op in enumerate(stage):
-                if op is not None and op[0] != "Identity":
-                    groups[op].append(i)
-            for (op, mag), idx in groups.items():
-                sel = torch.tensor(idx, device=images.device)
-                out[sel] = t._apply_image_or_video_transform(out[sel], op, mag, interpolation=t.interpolation,
-                                                             fill=t._fill)
-        return out
-
-    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """uint8 (B, 3, H, W) -> augmented uint8 (B, 3, H, W), per-sample ops drawn from ``gen``."""
-        return self.apply(images, self.sample(images.shape[0], images.shape[2], images.shape[3], gen))
+    def apply(self, images: torch.Tensor, host: BatchPlan | list, packed: torch.Tensor | None) -> torch.Tensor:
+        """Apply :meth:`plan`'s ``host`` to uint8 (B, 3, H, W); ``packed``: its
+        ``packed`` tensor on the images' device (unused by the grouped one)."""
+        if self.grouped is not None:
+            return self.grouped.apply(images, host)
+        return apply_plan(images, host, packed, self.ops)
 
 
 class BatchAugment:
@@ -313,20 +277,49 @@ class BatchAugment:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, 3, H, W) and int64 (B,) on the device -> (float32 (B, 3, H, W)
-        normalised, targets int64 (B,) or float32 (B, num_classes) when mixing)."""
+        normalised, targets int64 (B,) or float32 (B, num_classes) when mixing).
+
+        Every random number is drawn from ``gen`` on the CPU first, in the
+        pipeline's order (crop + flip, policy, erasing, mixing), and the
+        per-sample parameters reach the device in one copy."""
         cfg = self.cfg
+        b, _, h, w = images.shape
+        parts, host = [], None
         if self.geometric:
-            images = random_crop_flip(images, cfg.crop_padding, cfg.hflip, gen)
+            offsets, flips = draw_crop_flip(b, cfg.crop_padding, cfg.hflip, gen)
+            parts.append(torch.cat([offsets, flips[:, None].long()], 1).flatten().float())
             if self.policy is not None:
-                images = self.policy(images, gen)
+                host = self.policy.plan(b, h, w, gen)
+                if isinstance(host, BatchPlan):
+                    parts.append(host.packed)
+        if cfg.random_erasing > 0:
+            parts.append(draw_erasing(b, h, w, cfg.random_erasing, gen).flatten().float())
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if self.mixing else 0
+        packed = to_device(torch.cat(parts), images.device) if parts else None  # the one copy
+        return self.run(images, labels, packed, host, seed)
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor, packed: torch.Tensor | None, host, seed: int):
+        """The device part of :meth:`__call__`: ``packed`` float32 on the device
+        (crop + flip (B, 3), the policy's packed plan, erasing boxes (5, B), in
+        that order, each if used), ``host`` the policy's plan, ``seed`` mixing's."""
+        cfg = self.cfg
+        b, start = images.shape[0], 0
+        if self.geometric:
+            crop = packed[:3 * b].view(b, 3).long()
+            start = 3 * b
+            if cfg.crop_padding > 0 or cfg.hflip:
+                images = crop_flip(images, crop[:, :2], crop[:, 2].bool(), cfg.crop_padding)
+            if self.policy is not None:
+                size = host.packed.numel() if isinstance(host, BatchPlan) else 0
+                images = self.policy.apply(images, host, packed[start:start + size])
+                start += size
         if self.constants is None or self.constants[0].device != images.device:
             self.constants = normalize_constants(self.mean, self.std, images.device)
         x = images.float().sub_(self.constants[0]).div_(self.constants[1])  # = normalize(), in place
         if cfg.random_erasing > 0:
-            x = random_erasing(x, cfg.random_erasing, gen, inplace=True)  # x is ours
+            x = erase(x, packed[start:start + 5 * b].view(5, b).long(), inplace=True)  # x is ours
         if not self.mixing:
             return x, labels
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
         x, targets, _ = mix_batch(x, labels, self.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha,
-                                  cfg.mix_prob, rng, inplace=True)
+                                  cfg.mix_prob, np.random.default_rng(seed), inplace=True)
         return x, targets

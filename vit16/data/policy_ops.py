@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vit16.data.policy_plan import LUT_OPS, plan
+from vit16.data.policy_plan import LUT_OPS, BatchPlan, plan
 from vit16.data.policy_space import GEOMETRIC, PolicyDraw
 
 def base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -188,23 +188,29 @@ def apply_stage(images: torch.Tensor, p: torch.Tensor, counts: list[int], grid: 
 
 def to_device(params: torch.Tensor, device: torch.device) -> torch.Tensor:
     """CPU tensor ``params`` on ``device`` in one copy: pinned and non-blocking
-    for CUDA (the host does not wait); itself on the CPU."""
+    for CUDA (the host does not wait); ``params`` itself when already there."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and params.device.type == "cpu":
         return params.pin_memory().to(device, non_blocking=True)
     return params.to(device)
 
 
-def apply_draw(images: torch.Tensor, d: PolicyDraw, ops: tuple[str, ...]) -> torch.Tensor:
-    """All stages of draw ``d`` applied to uint8 images (B, C, H, W) on any
-    device (``ops``: the op names the policy can draw). The parameters and row
-    orders of every stage (:func:`vit16.data.policy_plan.plan`) travel in one
-    copy. Returns a new uint8 tensor."""
-    b, _, h, w = images.shape
-    host = plan(d, h, w)
-    packed = to_device(host.packed, images.device)
+def apply_plan(images: torch.Tensor, host: BatchPlan, packed: torch.Tensor, ops: tuple[str, ...]) -> torch.Tensor:
+    """All stages of the host plan ``host`` applied to uint8 images (B, C, H, W)
+    on any device; ``packed``: ``host.packed`` already on that device (one copy,
+    :func:`to_device`); ``ops``: the op names the policy can draw. Returns a new
+    uint8 tensor."""
+    _, _, h, w = images.shape
     params, perms = host.split(packed)
     grid = base_grid(h, w, images.device)
     for s, counts in enumerate(host.counts):
         images = apply_stage(images.index_select(0, perms[s]), params[s], counts, grid, ops)
     return images.index_select(0, perms[-1])
+
+
+def apply_draw(images: torch.Tensor, d: PolicyDraw, ops: tuple[str, ...]) -> torch.Tensor:
+    """All stages of draw ``d`` applied to uint8 images (B, C, H, W) on any
+    device (``ops``: the op names the policy can draw): plans it
+    (:func:`vit16.data.policy_plan.plan`), one copy, :func:`apply_plan`."""
+    host = plan(d, images.shape[2], images.shape[3])
+    return apply_plan(images, host, to_device(host.packed, images.device), ops)
