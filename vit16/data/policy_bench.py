@@ -88,6 +88,7 @@ def bench_policy(name: str, impl: str, batch: int = 512, steps: int = 10, device
     gen = torch.Generator().manual_seed(seed)
 
     def call() -> None:
+        """One policy call on the batch, synchronised on CUDA."""
         policy(images, gen)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

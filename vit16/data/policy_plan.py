@@ -1,7 +1,7 @@
 """Host-side plan of one batch's policy ops (numpy, float64): the per-sample
 parameters in torchvision's arithmetic and the row orders, packed into one
 float32 tensor so they reach the device in one copy
-(:func:`vit16.data.policy_ops.apply_draw` applies it).
+(:func:`vit16.data.policy_ops.apply_plan` applies it).
 """
 
 from __future__ import annotations

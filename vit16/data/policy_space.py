@@ -179,8 +179,3 @@ def draw(name: str, autoaugment_policy: str, n: int, h: int, w: int, gen: torch.
         return draw_uniform(RANDAUGMENT_SPACE, 2, 9, 31, n, h, w, gen)
     return draw_uniform(TRIVIALAUGMENT_SPACE, 1, None, 31, n, h, w, gen)
 
-
-def is_geometric(ops: torch.Tensor) -> torch.Tensor:
-    """bool like ``ops``: the op moves pixels (shear, translate, rotate)."""
-    return (ops >= OP_ID["ShearX"]) & (ops <= OP_ID["Rotate"])
-
