@@ -428,8 +428,8 @@ def test_random_erasing():
 
 
 @pytest.mark.parametrize("name", ["randaugment", "autoaugment", "trivialaugment"])
-def test_batch_policy_per_sample(name):
-    pol = augment.BatchPolicy(name)
+def test_grouped_policy_per_sample(name):
+    pol = augment.BatchPolicy(name, impl="grouped").grouped
     imgs = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     out = pol(imgs, torch.Generator().manual_seed(0))
     assert out.shape == imgs.shape and out.dtype == torch.uint8

@@ -1,6 +1,7 @@
 """``python -m vit16 bench``: training images/s and model FLOPs utilisation
-(MFU) of every registered model, and the data pipeline's images/s alone.
-Prints markdown tables.
+(MFU) of every registered model, the data pipeline's images/s alone, and the
+batch policies' images/s, aten ops and host-device copies per batch (old
+grouped and new batched implementations side by side). Prints markdown tables.
 
     python -m vit16 bench --device cuda --batch-size 256
     python -m vit16 bench --device cpu --models vit_tiny,vit_small_cifar --batch-size 32
@@ -122,10 +123,13 @@ def print_data_table(experiments: list[str], device: torch.device, data_root: st
     print("|---|---|")
     for exp in experiments:
         cfg = resolve(exp, tables, [] if data_root is None else [f"data.root={data_root!r}"])
-        rate = data_throughput(cfg, device)
-        print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
-              f"augment: crop {cfg.data.crop_padding}, {cfg.data.auto_augment or 'no policy'}, "
-              f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
+        impls = ("grouped", "batched") if cfg.data.auto_augment else ("batched",)
+        for impl in impls:
+            rate = data_throughput(cfg, device, policy_impl=impl)
+            policy = f"{cfg.data.auto_augment} ({impl})" if cfg.data.auto_augment else "no policy"
+            print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
+                  f"augment: crop {cfg.data.crop_padding}, {policy}, "
+                  f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
 
 
 @reports_user_errors
@@ -143,22 +147,27 @@ def main(argv: list[str] | None = None) -> int:
                                             "and images/s of the data pipeline alone.")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--models", default=",".join(MODELS_32 + MODELS_224),
-                   help="comma-separated registered model names")
+                   help="comma-separated registered model names ('' = none)")
     p.add_argument("--batch-size", type=int, default=64, help="batch for 32px models")
     p.add_argument("--batch-size-224", type=int, default=0, help="batch for 224px models (default: batch/8)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--data", default="quick,small_vit_cifar",
                    help="experiments whose training data pipeline is timed alone ('' = none)")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--policies", default="autoaugment,randaugment,trivialaugment",
+                   help="batch policies timed alone, both implementations, 32px ('' = none)")
+    p.add_argument("--policy-batch", type=int, default=512)
     args = p.parse_args(argv)
     device = choose_device(args.device)
     peak = peak_flops(device)
     print(f"device: {device_name(device)}; torch {torch.__version__}; "
           f"peak for MFU: {peak / 1e12:.2f} TFLOP/s "
           f"({'data sheet, bf16 dense' if device.type == 'cuda' else 'measured fp32 matmul'})\n")
-    print("| model | img | params (M) | batch | train images/s | GFLOPs/image (fwd+bwd) | MFU % |")
-    print("|---|---|---|---|---|---|---|")
-    for name in args.models.split(","):
+    models = [m for m in args.models.split(",") if m]
+    if models:
+        print("| model | img | params (M) | batch | train images/s | GFLOPs/image (fwd+bwd) | MFU % |")
+        print("|---|---|---|---|---|---|---|")
+    for name in models:
         batch = args.batch_size
         if name in MODELS_224:
             batch = args.batch_size_224 or max(args.batch_size // 8, 1)
@@ -170,4 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['step_flops'] / batch / 1e9:.2f} | {mfu} |", flush=True)
     if args.data:
         print_data_table(args.data.split(","), device, args.data_root)
+    if args.policies:
+        from vit16.data.policy_bench import print_policy_table
+        print_policy_table(args.policies.split(","), str(device), args.policy_batch)
     return 0

@@ -10,7 +10,6 @@ ops, so results do not depend on the device and the global RNG is untouched.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +18,10 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vit16.config_checks import AUTO_AUGMENT_POLICIES as POLICIES
+from vit16.data.policy_grouped import GroupedPolicy
+from vit16.data.policy_ops import apply_plan, to_device
+from vit16.data.policy_plan import BatchPlan, plan
+from vit16.data.policy_space import AUTOAUGMENT_POLICIES, RANDAUGMENT_SPACE, TRIVIALAUGMENT_SPACE, draw
 
 
 def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
@@ -27,7 +30,7 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     Args:
         images: (B, C, H, W), any dtype.
         offsets: int64 (B, 2), (top, left) of each crop in the padded image, in [0, 2 * padding].
-        flips: bool (B,), mirror horizontally.
+        flips: bool (B,), mirror horizontally (both moved to the images' device in one copy if elsewhere).
         padding: zero padding added on every side before cropping.
 
     Returns:
@@ -38,7 +41,9 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     dev = images.device
     padded = F.pad(images, (padding,) * 4) if padding > 0 else images
     pw = w + 2 * padding
-    offsets, flips = offsets.to(dev), flips.to(dev)
+    if offsets.device != dev or flips.device != dev:  # one host-device copy
+        packed = to_device(torch.cat([offsets, flips[:, None].long()], 1), dev)
+        offsets, flips = packed[:, :2], packed[:, 2].bool()
     cols = torch.arange(w, device=dev).expand(b, w)
     cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]
     rows = torch.arange(h, device=dev)[None, :] + offsets[:, 0:1]
@@ -51,23 +56,35 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch
 
     ``images``: (B, C, H, W); returns the same shape and dtype. Draws from ``gen`` (CPU).
     """
-    b = images.shape[0]
-    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen)
-    flips = torch.rand(b, generator=gen) < 0.5 if hflip else torch.zeros(b, dtype=torch.bool)
+    offsets, flips = draw_crop_flip(images.shape[0], padding, hflip, gen)
     if padding == 0 and not hflip:
         return images
     return crop_flip(images, offsets, flips, padding)
 
 
+def draw_crop_flip(b: int, padding: int, hflip: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draws of :func:`random_crop_flip` for ``b`` images: int64 (B, 2)
+    offsets in [0, 2 * padding] and bool (B,) flips (all False without ``hflip``)."""
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen)
+    flips = torch.rand(b, generator=gen) < 0.5 if hflip else torch.zeros(b, dtype=torch.bool)
+    return offsets, flips
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, 3, H, W) in [0, 255] -> float32 ``(x / 255 - mean) / std``, same device."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255.0
+    m, s = normalize_constants(mean, std, images.device)
     return (images.float() - m) / s
 
 
+def normalize_constants(mean: Sequence[float], std: Sequence[float], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (1, C, 1, 1) ``255 * mean`` and ``255 * std`` on ``device``, as :func:`normalize` uses."""
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0
+    return m, s
+
+
 def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10, inplace: bool = False) -> torch.Tensor:
     """Per-sample random erasing (Zhong et al. 2020), torchvision ``RandomErasing``'s
     sampling (area ``scale``, log-uniform aspect ``ratio``, up to ``attempts``
     tries, value 0 = the mean after normalisation), vectorised over the batch.
@@ -75,13 +92,20 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple
     Args:
         x: float (B, C, H, W), normalised.
         p: probability that a sample gets one erased rectangle.
+        inplace: erase in ``x`` itself (the caller owns it) instead of a copy.
 
     Returns:
-        a new tensor like ``x``.
+        a new tensor like ``x`` (``x`` itself when ``inplace``).
     """
-    b, _, h, w = x.shape
     if p <= 0:
         return x
+    return erase(x, draw_erasing(x.shape[0], x.shape[2], x.shape[3], p, gen, scale, ratio, attempts), inplace)
+
+
+def draw_erasing(b: int, h: int, w: int, p: float, gen: torch.Generator, scale: tuple[float, float] = (0.02, 0.33),
+                 ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+    """The draws of :func:`random_erasing` for ``b`` images of ``h`` x ``w``:
+    int64 (5, B) rows top, bottom, left, right, erased (0 / 1)."""
     apply = torch.rand(b, generator=gen) < p
     area = h * w * torch.empty(b, attempts).uniform_(scale[0], scale[1], generator=gen)
     aspect = torch.exp(torch.empty(b, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen))
@@ -94,13 +118,20 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple
     top = (u[:, 0] * (h - eh + 1)).long()
     left = (u[:, 1] * (w - ew + 1)).long()
     apply &= ok.any(1)
-    # only the (B, 5) box parameters travel to the device; the mask is built there
-    top, bottom, left, right, apply = torch.stack([top, top + eh, left, left + ew, apply.long()]).to(x.device)
+    return torch.stack([top, top + eh, left, left + ew, apply.long()])
+
+
+def erase(x: torch.Tensor, box: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Zero each sample's rectangle of ``box`` int64 (5, B) (:func:`draw_erasing`;
+    on any device: only it travels, the mask is built on ``x``'s) in float
+    (B, C, H, W) ``x``: a new tensor, or ``x`` itself when ``inplace``."""
+    h, w = x.shape[2:]
+    top, bottom, left, right, apply = box if box.device == x.device else to_device(box, x.device)
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None])
     in_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])
     mask = in_rows[:, :, None] & in_cols[:, None, :] & apply.bool()[:, None, None]
-    return x.masked_fill(mask[:, None], 0.0)
+    return x.masked_fill_(mask[:, None], 0.0) if inplace else x.masked_fill(mask[:, None], 0.0)
 
 
 def cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -115,7 +146,8 @@ def cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[in
 
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float,
-              cutmix_alpha: float, mix_prob: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+              cutmix_alpha: float, mix_prob: float, rng: np.random.Generator,
+              inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
     """MixUp / CutMix of the batch with its reverse, as timm's ``Mixup`` in batch mode.
 
     With probability ``mix_prob`` the batch is mixed: CutMix if only
@@ -126,6 +158,7 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
     Args:
         x: float (B, C, H, W).
         labels: int64 (B,).
+        inplace: CutMix pastes into ``x`` itself (the caller owns it) instead of a copy.
 
     Returns:
         (mixed x, soft targets float32 (B, num_classes) = ``lam * onehot(y) +
@@ -138,106 +171,84 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
         if use_cutmix:
             lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
             top, bottom, left, right = cutmix_box(x.shape[2], x.shape[3], lam, rng)
-            x = x.clone()
-            x[:, :, top:bottom, left:right] = x.flip(0)[:, :, top:bottom, left:right]
+            box = x[:, :, top:bottom, left:right].flip(0)  # only the box is flipped
+            x = x if inplace else x.clone()
+            x[:, :, top:bottom, left:right] = box
             lam = 1.0 - (bottom - top) * (right - left) / (x.shape[2] * x.shape[3])
         else:
             lam = float(rng.beta(mixup_alpha, mixup_alpha))
-            x = x * lam + x.flip(0) * (1.0 - lam)
+            x = x.mul(lam).add_(x.flip(0).mul_(1.0 - lam))  # = x * lam + x.flip(0) * (1 - lam), fewer copies
     return x, onehot * lam + onehot.flip(0) * (1.0 - lam), lam
 
 
 class BatchPolicy:
-    """A torchvision v2 auto-augment policy applied per sample to a uint8 batch.
+    """An AutoAugment-style policy applied per sample to a uint8 batch.
 
-    torchvision's policies draw one op for the whole tensor they are given.
-    Here each sample draws its own ops (the same distribution as the policy's
-    ``forward``), then samples that drew the same (op, magnitude) are
-    transformed together with the policy's own op implementation, so a batch
-    costs one call per distinct op instead of one per image.
+    Each sample draws its own ops (the distribution of the published policy,
+    :mod:`vit16.data.policy_space`), drawn on the CPU from the generator given.
+
+    ``impl="batched"`` (default): every op applied to the whole batch at once
+    with per-sample parameters (:mod:`vit16.data.policy_ops`): no loop over
+    the batch content, the parameters reach the device in one copy.
+    ``impl="grouped"``: the previous implementation (samples that drew the same
+    (op, magnitude) transformed together by torchvision's own op code, through
+    its private attributes), kept only for the side-by-side speed measurement
+    of :func:`vit16.data.policy_bench.bench_policy`; to be removed.
 
     Args:
         name: "randaugment" (2 ops, magnitude 9 of 31), "autoaugment" (the
             learned policy ``autoaugment_policy``) or "trivialaugment" (wide).
-        autoaugment_policy: torchvision ``AutoAugmentPolicy`` value for
-            "autoaugment": "cifar10" or "imagenet" (the data set's
+        autoaugment_policy: "cifar10" or "imagenet" (the data set's
             :attr:`~vit16.data.sources.Source.autoaugment_policy`).
+        impl: "batched" or "grouped".
 
     Raises:
-        ValueError: unknown ``name`` or ``autoaugment_policy``.
+        ValueError: unknown ``name``, ``autoaugment_policy`` or ``impl``.
     """
 
-    def __init__(self, name: str, autoaugment_policy: str = "cifar10"):
+    def __init__(self, name: str, autoaugment_policy: str = "cifar10", impl: str = "batched"):
         if name == "randaugment":
             self.transform = v2.RandAugment()
+            self.ops = tuple(RANDAUGMENT_SPACE)
         elif name == "autoaugment":
+            if autoaugment_policy not in AUTOAUGMENT_POLICIES:
+                raise ValueError(f"autoaugment_policy = {autoaugment_policy!r}; expected one of "
+                                 f"{', '.join(AUTOAUGMENT_POLICIES)}")
             self.transform = v2.AutoAugment(v2.AutoAugmentPolicy(autoaugment_policy))
+            self.ops = tuple(dict.fromkeys(op for sub in AUTOAUGMENT_POLICIES[autoaugment_policy]
+                                           for op, _, _ in sub))
         elif name == "trivialaugment":
             self.transform = v2.TrivialAugmentWide()
+            self.ops = tuple(TRIVIALAUGMENT_SPACE)
         else:
             raise ValueError(f"auto_augment = {name!r}; expected '' or one of {', '.join(POLICIES)}")
-        self.name = name
-        self._space = self.transform._AUGMENTATION_SPACE
-        self._ops = list(self._space)
-        self._mags: dict[tuple, list[float] | None] = {}
-
-    def _magnitude(self, op: str, index: int, bins: int, h: int, w: int, negate: bool) -> float:
-        key = (op, bins, h, w)
-        if key not in self._mags:
-            mags = self._space[op][0](bins, h, w)
-            self._mags[key] = None if mags is None else [float(m) for m in mags]
-        mags = self._mags[key]
-        if mags is None:
-            return 0.0
-        return -mags[index] if self._space[op][1] and negate else mags[index]
-
-    def sample(self, n: int, h: int, w: int, gen: torch.Generator) -> list[list[tuple[str, float] | None]]:
-        """Draw the ops: ``stages[s][i]`` is sample ``i``'s (op, magnitude) in stage ``s`` or None."""
-        t = self.transform
-        stages = []
-        if self.name == "autoaugment":
-            policies = t._policies
-            choice = torch.randint(len(policies), (n,), generator=gen).tolist()
-            for s in range(2):
-                fire = (torch.rand(n, generator=gen) <= torch.tensor(
-                    [policies[c][s][1] for c in choice])).tolist()
-                neg = (torch.rand(n, generator=gen) <= 0.5).tolist()
-                stage = []
-                for i, c in enumerate(choice):
-                    op, _, idx = policies[c][s]
-                    stage.append((op, self._magnitude(op, idx or 0, 10, h, w, neg[i])) if fire[i] else None)
-                stages.append(stage)
-            return stages
-        num_ops = t.num_ops if self.name == "randaugment" else 1
-        for _ in range(num_ops):
-            ops = torch.randint(len(self._ops), (n,), generator=gen).tolist()
-            if self.name == "randaugment":
-                bins = [t.magnitude] * n
-            else:
-                bins = torch.randint(t.num_magnitude_bins, (n,), generator=gen).tolist()
-            neg = (torch.rand(n, generator=gen) <= 0.5).tolist()
-            stages.append([(self._ops[o], self._magnitude(self._ops[o], k, t.num_magnitude_bins, h, w, ng))
-                           for o, k, ng in zip(ops, bins, neg)])
-        return stages
-
-    def apply(self, images: torch.Tensor, stages: list[list[tuple[str, float] | None]]) -> torch.Tensor:
-        """Apply drawn ``stages`` to uint8 ``images`` (B, 3, H, W); returns a new tensor."""
-        t = self.transform
-        out = images.clone()
-        for stage in stages:
-            groups: dict[tuple[str, float], list[int]] = defaultdict(list)
-            for i, op in enumerate(stage):
-                if op is not None and op[0] != "Identity":
-                    groups[op].append(i)
-            for (op, mag), idx in groups.items():
-                sel = torch.tensor(idx, device=images.device)
-                out[sel] = t._apply_image_or_video_transform(out[sel], op, mag, interpolation=t.interpolation,
-                                                             fill=t._fill)
-        return out
+        if impl not in ("batched", "grouped"):
+            raise ValueError(f"impl = {impl!r}; expected 'batched' or 'grouped'")
+        self.name, self.impl = name, impl
+        self.autoaugment_policy = autoaugment_policy
+        self.grouped = GroupedPolicy(self.transform, name) if impl == "grouped" else None
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> augmented uint8 (B, 3, H, W), per-sample ops drawn from ``gen``."""
-        return self.apply(images, self.sample(images.shape[0], images.shape[2], images.shape[3], gen))
+        if self.grouped is not None:
+            return self.grouped(images, gen)
+        host = self.plan(images.shape[0], images.shape[2], images.shape[3], gen)
+        return self.apply(images, host, to_device(host.packed, images.device))
+
+    def plan(self, n: int, h: int, w: int, gen: torch.Generator) -> BatchPlan | list:
+        """Draw the ops of ``n`` images of ``h`` x ``w`` from ``gen``: the host
+        plan (:class:`~vit16.data.policy_plan.BatchPlan`; the grouped
+        implementation's list of stages)."""
+        if self.grouped is not None:
+            return self.grouped.sample(n, h, w, gen)
+        return plan(draw(self.name, self.autoaugment_policy, n, h, w, gen), h, w)
+
+    def apply(self, images: torch.Tensor, host: BatchPlan | list, packed: torch.Tensor | None) -> torch.Tensor:
+        """Apply :meth:`plan`'s ``host`` to uint8 (B, 3, H, W); ``packed``: its
+        ``packed`` tensor on the images' device (unused by the grouped one)."""
+        if self.grouped is not None:
+            return self.grouped.apply(images, host)
+        return apply_plan(images, host, packed, self.ops)
 
 
 class BatchAugment:
@@ -262,21 +273,53 @@ class BatchAugment:
         self.geometric = geometric
         self.policy = BatchPolicy(cfg.auto_augment, autoaugment_policy) if geometric and cfg.auto_augment else None
         self.mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+        self.constants: tuple[torch.Tensor, torch.Tensor] | None = None  # built once on the device
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, 3, H, W) and int64 (B,) on the device -> (float32 (B, 3, H, W)
-        normalised, targets int64 (B,) or float32 (B, num_classes) when mixing)."""
+        normalised, targets int64 (B,) or float32 (B, num_classes) when mixing).
+
+        Every random number is drawn from ``gen`` on the CPU first, in the
+        pipeline's order (crop + flip, policy, erasing, mixing), and the
+        per-sample parameters reach the device in one copy."""
         cfg = self.cfg
+        b, _, h, w = images.shape
+        parts, host = [], None
         if self.geometric:
-            images = random_crop_flip(images, cfg.crop_padding, cfg.hflip, gen)
+            offsets, flips = draw_crop_flip(b, cfg.crop_padding, cfg.hflip, gen)
+            parts.append(torch.cat([offsets, flips[:, None].long()], 1).flatten().float())
             if self.policy is not None:
-                images = self.policy(images, gen)
-        x = normalize(images, self.mean, self.std)
+                host = self.policy.plan(b, h, w, gen)
+                if isinstance(host, BatchPlan):
+                    parts.append(host.packed)
         if cfg.random_erasing > 0:
-            x = random_erasing(x, cfg.random_erasing, gen)
+            parts.append(draw_erasing(b, h, w, cfg.random_erasing, gen).flatten().float())
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if self.mixing else 0
+        packed = to_device(torch.cat(parts), images.device) if parts else None  # the one copy
+        return self.run(images, labels, packed, host, seed)
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor, packed: torch.Tensor | None, host, seed: int):
+        """The device part of :meth:`__call__`: ``packed`` float32 on the device
+        (crop + flip (B, 3), the policy's packed plan, erasing boxes (5, B), in
+        that order, each if used), ``host`` the policy's plan, ``seed`` mixing's."""
+        cfg = self.cfg
+        b, start = images.shape[0], 0
+        if self.geometric:
+            crop = packed[:3 * b].view(b, 3).long()
+            start = 3 * b
+            if cfg.crop_padding > 0 or cfg.hflip:
+                images = crop_flip(images, crop[:, :2], crop[:, 2].bool(), cfg.crop_padding)
+            if self.policy is not None:
+                size = host.packed.numel() if isinstance(host, BatchPlan) else 0
+                images = self.policy.apply(images, host, packed[start:start + size])
+                start += size
+        if self.constants is None or self.constants[0].device != images.device:
+            self.constants = normalize_constants(self.mean, self.std, images.device)
+        x = images.float().sub_(self.constants[0]).div_(self.constants[1])  # = normalize(), in place
+        if cfg.random_erasing > 0:
+            x = erase(x, packed[start:start + 5 * b].view(5, b).long(), inplace=True)  # x is ours
         if not self.mixing:
             return x, labels
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
         x, targets, _ = mix_batch(x, labels, self.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha,
-                                  cfg.mix_prob, rng)
+                                  cfg.mix_prob, np.random.default_rng(seed), inplace=True)
         return x, targets
