@@ -427,26 +427,6 @@ def test_random_erasing():
     assert torch.equal(augment.random_erasing(x, 0.0, torch.Generator()), x)
 
 
-@pytest.mark.parametrize("name", ["randaugment", "autoaugment", "trivialaugment"])
-def test_grouped_policy_per_sample(name):
-    pol = augment.BatchPolicy(name, impl="grouped").grouped
-    imgs = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    out = pol(imgs, torch.Generator().manual_seed(0))
-    assert out.shape == imgs.shape and out.dtype == torch.uint8
-    assert torch.equal(out, pol(imgs, torch.Generator().manual_seed(0)))
-    stages = pol.sample(16, 32, 32, torch.Generator().manual_seed(1))
-    grouped = pol.apply(imgs, stages)
-    t = pol.transform
-    for i in range(16):  # grouping equals applying each sample's own ops
-        ref = imgs[i : i + 1]
-        for stage in stages:
-            if stage[i] is not None:
-                ref = t._apply_image_or_video_transform(ref, stage[i][0], stage[i][1],
-                                                        interpolation=t.interpolation, fill=t._fill)
-        assert torch.equal(grouped[i : i + 1], ref)
-    assert len({s[i] for s in stages for i in range(16)}) > 3  # samples draw different ops
-
-
 def test_config_validation(data_c10_folder):
     with pytest.raises(ConfigError, match=r"\[exp.data\]: auto_augment = 'randaug'"):
         D.build_data(data_cfg(auto_augment="randaug"), "cpu", data_root=str(data_c10_folder))

@@ -1,7 +1,7 @@
 """``python -m vit16 bench``: training images/s and model FLOPs utilisation
 (MFU) of every registered model, the data pipeline's images/s alone, and the
-batch policies' images/s, aten ops and host-device copies per batch (old
-grouped and new batched implementations side by side). Prints markdown tables.
+batch policies' images/s, aten ops and host-device copies per batch. Prints
+markdown tables.
 
     python -m vit16 bench --device cuda --batch-size 256
     python -m vit16 bench --device cpu --models vit_tiny,vit_small_cifar --batch-size 32
@@ -123,13 +123,11 @@ def print_data_table(experiments: list[str], device: torch.device, data_root: st
     print("|---|---|")
     for exp in experiments:
         cfg = resolve(exp, tables, [] if data_root is None else [f"data.root={data_root!r}"])
-        impls = ("grouped", "batched") if cfg.data.auto_augment else ("batched",)
-        for impl in impls:
-            rate = data_throughput(cfg, device, policy_impl=impl)
-            policy = f"{cfg.data.auto_augment} ({impl})" if cfg.data.auto_augment else "no policy"
-            print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
-                  f"augment: crop {cfg.data.crop_padding}, {policy}, "
-                  f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
+        rate = data_throughput(cfg, device)
+        policy = cfg.data.auto_augment or "no policy"
+        print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
+              f"augment: crop {cfg.data.crop_padding}, {policy}, "
+              f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
 
 
 @reports_user_errors

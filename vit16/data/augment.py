@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from vit16.config_checks import AUTO_AUGMENT_POLICIES as POLICIES
-from vit16.data.policy_grouped import GroupedPolicy
 from vit16.data.policy_ops import apply_plan, to_device
 from vit16.data.policy_plan import BatchPlan, plan
 from vit16.data.policy_space import AUTOAUGMENT_POLICIES, RANDAUGMENT_SPACE, TRIVIALAUGMENT_SPACE, draw
@@ -187,26 +186,23 @@ class BatchPolicy:
     Each sample draws its own ops (the distribution of the published policy,
     :mod:`vit16.data.policy_space`), drawn on the CPU from the generator given.
 
-    ``impl="batched"`` (default): every op applied to the whole batch at once
-    with per-sample parameters (:mod:`vit16.data.policy_ops`): no loop over
-    the batch content, the parameters reach the device in one copy.
-    ``impl="grouped"``: the previous implementation (samples that drew the same
-    (op, magnitude) transformed together by torchvision's own op code, through
-    its private attributes), kept only for the side-by-side speed measurement
-    of :func:`vit16.data.policy_bench.bench_policy`; to be removed.
+    Every op is applied to the whole batch at once with per-sample parameters
+    (:mod:`vit16.data.policy_ops`): no loop over the batch content, and the
+    parameters reach the device in one copy. (The previous implementation,
+    which grouped samples by (op, magnitude) and called torchvision's private
+    op code, was measured side by side in results/BENCH_CPU.md and removed.)
 
     Args:
         name: "randaugment" (2 ops, magnitude 9 of 31), "autoaugment" (the
             learned policy ``autoaugment_policy``) or "trivialaugment" (wide).
         autoaugment_policy: "cifar10" or "imagenet" (the data set's
             :attr:`~vit16.data.sources.Source.autoaugment_policy`).
-        impl: "batched" or "grouped".
 
     Raises:
-        ValueError: unknown ``name``, ``autoaugment_policy`` or ``impl``.
+        ValueError: unknown ``name`` or ``autoaugment_policy``.
     """
 
-    def __init__(self, name: str, autoaugment_policy: str = "cifar10", impl: str = "batched"):
+    def __init__(self, name: str, autoaugment_policy: str = "cifar10"):
         if name == "randaugment":
             self.transform = v2.RandAugment()
             self.ops = tuple(RANDAUGMENT_SPACE)
@@ -222,32 +218,22 @@ class BatchPolicy:
             self.ops = tuple(TRIVIALAUGMENT_SPACE)
         else:
             raise ValueError(f"auto_augment = {name!r}; expected '' or one of {', '.join(POLICIES)}")
-        if impl not in ("batched", "grouped"):
-            raise ValueError(f"impl = {impl!r}; expected 'batched' or 'grouped'")
-        self.name, self.impl = name, impl
+        self.name = name
         self.autoaugment_policy = autoaugment_policy
-        self.grouped = GroupedPolicy(self.transform, name) if impl == "grouped" else None
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> augmented uint8 (B, 3, H, W), per-sample ops drawn from ``gen``."""
-        if self.grouped is not None:
-            return self.grouped(images, gen)
         host = self.plan(images.shape[0], images.shape[2], images.shape[3], gen)
         return self.apply(images, host, to_device(host.packed, images.device))
 
-    def plan(self, n: int, h: int, w: int, gen: torch.Generator) -> BatchPlan | list:
+    def plan(self, n: int, h: int, w: int, gen: torch.Generator) -> BatchPlan:
         """Draw the ops of ``n`` images of ``h`` x ``w`` from ``gen``: the host
-        plan (:class:`~vit16.data.policy_plan.BatchPlan`; the grouped
-        implementation's list of stages)."""
-        if self.grouped is not None:
-            return self.grouped.sample(n, h, w, gen)
+        plan (:class:`~vit16.data.policy_plan.BatchPlan`)."""
         return plan(draw(self.name, self.autoaugment_policy, n, h, w, gen), h, w)
 
-    def apply(self, images: torch.Tensor, host: BatchPlan | list, packed: torch.Tensor | None) -> torch.Tensor:
+    def apply(self, images: torch.Tensor, host: BatchPlan, packed: torch.Tensor) -> torch.Tensor:
         """Apply :meth:`plan`'s ``host`` to uint8 (B, 3, H, W); ``packed``: its
-        ``packed`` tensor on the images' device (unused by the grouped one)."""
-        if self.grouped is not None:
-            return self.grouped.apply(images, host)
+        ``packed`` tensor on the images' device."""
         return apply_plan(images, host, packed, self.ops)
 
 

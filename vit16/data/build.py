@@ -99,24 +99,19 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
 
 
 def data_throughput(cfg, device: torch.device, batches: int = 50, data_root: str | None = None,
-                    micro_batch_size: int | None = None, warmup: int = 3, policy_impl: str = "batched") -> float:
+                    micro_batch_size: int | None = None, warmup: int = 3) -> float:
     """Images per second of the training loader alone, augmentation included.
 
     Builds the data (decode cache included, not timed), skips ``warmup``
     micro-batches (worker start-up), then times ``batches`` micro-batches,
     crossing epochs if needed; CUDA work is synchronised before the clock stops.
     ``micro_batch_size`` as in :func:`build_data` (default: the trainer's).
-    ``policy_impl``: the device policy's implementation
-    (:class:`~vit16.data.augment.BatchPolicy`; "grouped" only for comparison).
 
     Raises:
         everything :func:`build_data` raises.
     """
     device = torch.device(device)
     loader = build_data(cfg, device, data_root=data_root, micro_batch_size=micro_batch_size).train
-    policy = loader.augment.policy
-    if policy is not None and policy_impl != policy.impl:
-        loader.augment.policy = BatchPolicy(policy.name, policy.autoaugment_policy, impl=policy_impl)
 
     def sync() -> None:
         if device.type == "cuda":
