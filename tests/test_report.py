@@ -212,3 +212,20 @@ def test_figure_without_matplotlib_is_one_error_line(tmp_path, capsys, monkeypat
     table = write_table(tmp_path / "R.md", SEEDS)
     assert main([table, "--group-by", "seed", "--figure", str(tmp_path / "f.png")]) == 2
     assert capsys.readouterr().err == f"error: {PLOTS_HINT}\n"
+
+
+def test_since_keeps_only_the_newer_rows(tmp_path, capsys):
+    from vit16.commands.report import main
+    from vit16.results import append_result
+
+    table = tmp_path / "R.md"
+    for date, top1 in (("2025-01-01 10:00", 10.0), ("2025-02-01 10:00", 20.0), ("2025-02-02 10:00", 30.0)):
+        append_result(table, {"date": date, "experiment": "e", "model": "m", "params": 1, "dataset": "d",
+                              "epochs": 1, "val_top1": top1, "test_top1": top1, "test_top1_best": top1,
+                              "test_top1_ema": None, "best_weights": None, "wall_time_s": 1.0,
+                              "images_per_s": 1.0, "device": "cpu", "git_commit": "x", "overrides": [],
+                              "out_dir": "r", "world_size": 1})
+    assert main([str(table), "--since", "2025-02-01"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| e |")][0]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "2" and "25.00" in cells

@@ -100,6 +100,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="an override key whose values are groups and a column of their own (data.fraction)")
     p.add_argument("--experiment", nargs="+", action="extend", default=[], metavar="NAME",
                    help="only these experiments (default: all)")
+    p.add_argument("--since", metavar="DATE", help="only rows dated at or after DATE (UTC, "
+                   "'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM', as the table's date cells)")
     p.add_argument("--metrics", default=",".join(k for k, _ in METRICS),
                    help="comma-separated results columns to summarise (default: %(default)s)")
     p.add_argument("--experiments", default=str(DEFAULT_EXPERIMENTS),
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"no results table {path}: run an experiment first "
                                 "(python train.py quick) or pass the table's path")
     rows = read_rows(path)
+    if args.since:
+        rows = [r for r in rows if r.get("date", "") >= args.since]
     if not rows:
         raise ValueError(f"{path} has no results rows; run an experiment first (python train.py quick)")
     default = table_defaults(args.experiments)
