@@ -295,3 +295,35 @@ def test_compiled_training_and_eager_evaluation_match_eager(tmp_path):
     diff = torch.cat([(b[k] - a[k]).abs().flatten() for k in a])
     assert diff.max() <= 4 * 3e-3 and diff.mean() < 1e-4
     assert compiled["val_top1"] == eager["val_top1"] and compiled["test_top1"] == eager["test_top1"]
+
+
+def test_a_checkpoint_of_a_renamed_model_still_resumes(tmp_path):
+    """Before vit_quick was registered, quick trained vit_tiny with size
+    overrides: such a last.pt resumes under the new name; a real change of
+    the model (another depth, another drop_path) is still refused."""
+    from vit16.config import ModelConfig
+    from vit16.rundir import RunDir
+    from vit16.trainer import ResumeMismatchError
+
+    old = make_cfg(epochs=1)
+    old.model = ModelConfig(name="vit_tiny", patch_size=8, depth=4, embed_dim=128, num_heads=4, mlp_dim=256)
+    run(tmp_path, cfg=old, data=make_bundle_32())
+    new = make_cfg(epochs=1)
+    new.model = ModelConfig(name="vit_quick")
+    assert RunDir(tmp_path / "run").read_resumable(new)["step"] == 8
+    for change in ({"depth": 3}, {"drop_path": 0.1}):
+        bad = make_cfg(epochs=1)
+        bad.model = ModelConfig(name="vit_quick", **change)
+        with pytest.raises(ResumeMismatchError, match=f"model.{next(iter(change))}"):
+            RunDir(tmp_path / "run").read_resumable(bad)
+
+
+def make_bundle_32():
+    """test_trainer's fake bundle with 32x32 images (the registered CIFAR ViTs' size)."""
+    from test_trainer import make_bundle
+
+    bundle = make_bundle()
+    for part in (bundle.train, bundle.val, bundle.test):
+        part.x = torch.nn.functional.interpolate(part.x, size=32)
+    bundle.num_classes = 4
+    return bundle

@@ -19,8 +19,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from vit16.checkpoint import CheckpointError, load_checkpoint
-from vit16.config import ExperimentConfig
+from vit16.config import ExperimentConfig, from_dict
 from vit16.files import (PathNotWritableError, RunLock, check_writable_dir, check_writable_file,
                          os_error_line)
 from vit16.results import append_result, format_row
@@ -72,6 +74,8 @@ class RunDir:
                 f"{', '.join(missing)}); delete it or pass --no-resume"
             )
         diff = config_diff(ckpt.get("config", {}), cfg.to_dict())
+        if diff and all(d.split(":")[0] in SHAPE_KEYS for d in diff) and _same_model(ckpt, cfg):
+            diff = []  # e.g. quick's model renamed: vit_tiny + size overrides -> vit_quick
         if diff:
             raise ResumeMismatchError(
                 f"{self.last} was written with a different config ({len(diff)} differing: "
@@ -160,3 +164,29 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+SHAPE_KEYS = frozenset({"model.name", "model.img_size", "model.patch_size", "model.embed_dim",
+                        "model.depth", "model.num_heads", "model.mlp_dim", "model.mlp_ratio"})
+"""Model keys that may differ between a checkpoint and a resuming run when both
+build the same network (:func:`_same_model`): a registered name standing for
+size overrides. Every other key (drop_path, pool, ...) must be equal."""
+
+
+def _same_model(ckpt: dict[str, Any], cfg: ExperimentConfig) -> bool:
+    """Whether the checkpoint's ``[NAME.model]`` and ``cfg``'s build the same
+    network (the same modules and parameter shapes, built on the meta device),
+    so that a model renamed between versions still resumes."""
+    from vit16.registry import MODELS
+
+    def build(model_cfg) -> torch.nn.Module:
+        kwargs = {"num_classes": ckpt.get("num_classes", 1000), **model_cfg.overrides()}
+        with torch.device("meta"):
+            return MODELS.build(model_cfg.name, **kwargs)
+
+    try:
+        old, new = build(from_dict(ckpt["config"]).model), build(cfg.model)
+    except (TypeError, ValueError, KeyError):
+        return False
+    shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in (old, new)]
+    return repr(old) == repr(new) and shapes[0] == shapes[1]
