@@ -32,7 +32,7 @@ from vit16.runstate import Checkpointer, Counters, RunInterrupted, TrainingDiver
 from vit16.runtime import Runtime, autocast
 from vit16.stop import StopRequest
 
-__all__ = ["SYNC_EVERY", "SYNC_SECONDS", "Loop", "LossMonitor", "end_epoch", "evaluate",
+__all__ = ["SYNC_EVERY", "SYNC_SECONDS", "Loop", "LossMonitor", "end_epoch", "evaluate", "forward_batches",
            "optimizer_step", "train_one_epoch"]
 
 SYNC_EVERY = 10
@@ -40,6 +40,22 @@ SYNC_EVERY = 10
 also done when :data:`SYNC_SECONDS` have passed, and always before a checkpoint."""
 
 SYNC_SECONDS = 2.0
+
+
+def forward_batches(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    autocast_dtype: torch.dtype | None = None,
+                    channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(logits float32 (B, K), labels (B,))`` of every batch of ``loader``: the
+    forward pass of both evaluations (this module's and
+    :mod:`vit16.analysis.evaluation`), under autocast with ``autocast_dtype``
+    (None = float32), images in channels-last memory format if asked. The
+    caller sets eval mode and disables gradients."""
+    for images, labels in loader:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(images.device, autocast_dtype):
+            logits = model(images)
+        yield logits.float(), labels
 
 
 @torch.no_grad()
@@ -70,12 +86,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     counts = None
-    for images, labels in loader:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(images.device, autocast_dtype):
-            logits = model(images)
-        logits = logits.float()
+    for logits, labels in forward_batches(model, loader, autocast_dtype, channels_last):
         k = min(5, logits.shape[1])
         hits = logits.topk(k, dim=1).indices == labels[:, None]  # (B, k) bool
         batch = torch.stack([

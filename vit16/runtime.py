@@ -3,7 +3,8 @@ seeds, and the model and data it starts from. One set-up for the trainer
 (:func:`vit16.trainer.train`) and the pruning rounds (:mod:`vit16.prune.run`).
 
     rt = setup_runtime(cfg, device=None)         # process group when WORLD_SIZE > 1
-    data = build_run_data(cfg, rt, data_root)    # seeds every RNG, then builds the loaders
+    seed_everything(cfg.seed)
+    data = build_run_data(cfg, rt, data_root)    # this rank's loaders
     model = build_model(cfg, data.num_classes)
 """
 
@@ -146,15 +147,15 @@ def seed_everything(seed: int) -> None:
 
 
 def build_run_data(cfg: ExperimentConfig, rt: Runtime, data_root: str | None = None):
-    """Seed every RNG with ``cfg.seed``, then build this rank's loaders
-    (:func:`vit16.data.build_data`, a :class:`vit16.data.DataBundle`).
+    """This rank's loaders (:func:`vit16.data.build_data`, a
+    :class:`vit16.data.DataBundle`); rank 0 builds first (a download, the
+    decode cache), the others after it. Callers seed first (:func:`seed_everything`).
 
     Raises:
         everything :func:`vit16.data.build_data` raises.
     """
     from vit16.data import build_data  # lazy: heavy, and tests inject a bundle
 
-    seed_everything(cfg.seed)
     with distributed.rank0_first():  # one download, not one per rank
         return build_data(cfg, rt.device, rank=rt.rank, world_size=rt.world_size,
                           data_root=data_root, micro_batch_size=rt.micro_batch)

@@ -23,7 +23,7 @@ from torch import nn
 
 from vit16 import distributed
 from vit16.analysis.output import write_csv, write_json
-from vit16.runtime import autocast
+from vit16.engine import forward_batches
 
 __all__ = ["Evaluation", "confusion_counts", "eval_loader", "plot_confusion", "write_evaluation"]
 
@@ -105,12 +105,7 @@ def confusion_counts(model: nn.Module, loader, num_classes: int, *,
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # top-5 hits, loss sum
     try:
-        for images, labels in loader:
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(images.device, autocast_dtype):
-                logits = model(images)
-            logits = logits.float()
+        for logits, labels in forward_batches(model, loader, autocast_dtype, channels_last):
             if logits.ndim != 2 or logits.shape[1] != num_classes:
                 raise ValueError(f"the model outputs {logits.shape[-1]} classes but the data set has "
                                  f"{num_classes}; evaluate it on the data set its head was trained "

@@ -166,10 +166,9 @@ def _run_rounds(cfg: ExperimentConfig, rt: Runtime, out_dir: Path, *, data_root,
                 shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
         out_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
+    seed_everything(cfg.seed)
     if data is None:
         data = build_run_data(cfg, rt, data_root)
-    else:
-        seed_everything(cfg.seed)
     rounds = _Rounds(cfg, rt, out_dir, data, git_commit())
     rows = []
     for r in range(cfg.prune.rounds):
