@@ -259,3 +259,11 @@ def test_two_gloo_ranks_count_like_one_process(trained_run, learnable_root, tmp_
     assert (two["top1"], two["top5"], two["per_class_top1"]) == (one["top1"], one["top5"], one["per_class_top1"])
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
     assert (tmp_path / "two" / "confusion.csv").read_text() == (tmp_path / "one" / "confusion.csv").read_text()
+
+
+def test_a_missing_weights_path_is_one_line(capsys):
+    from vit16.commands.evaluate import main as evaluate_main
+
+    assert evaluate_main(["runs/nowhere", "--dataset", "cifar10"]) == 2
+    assert capsys.readouterr().err == ("error: runs/nowhere not found; give a run directory, a checkpoint, "
+                                       "or torchvision:/timm:/.npz weights with --model\n")

@@ -140,6 +140,9 @@ def load_model(spec: str, model_name: str | None = None, dataset: str | None = N
         data, native = cfg.data, True
         label, source = cfg.name or path.parent.name, f"vit16 checkpoint {path}"
     else:
+        if ":" not in str(spec).split("/")[0] and not Path(spec).exists():
+            raise ValueError(f"{spec} not found; give a run directory, a checkpoint, or "
+                             "torchvision:/timm:/.npz weights with --model")
         if not model_name:
             raise ValueError(f"{spec!r} is not a vit16 checkpoint with a stored config; name the "
                              "architecture with --model (e.g. --model vit_b16)")
