@@ -36,6 +36,7 @@ __all__ = [
     "backend_for",
     "barrier",
     "export_job_env",
+    "finish",
     "is_initialized",
     "local_rank",
     "rank0_decides",
@@ -117,8 +118,20 @@ def setup(device: torch.device | str, rank: int, world_size: int) -> torch.devic
 
 
 def teardown() -> None:
-    """Destroy the default process group if there is one."""
+    """Destroy the default process group if there is one (registered at exit:
+    the error path, where a barrier could wait for a rank that is gone)."""
     if is_initialized():
+        dist.destroy_process_group()
+
+
+def finish() -> None:
+    """The normal end of a multi-rank command: wait for every rank, then destroy
+    the process group while the interpreter is fully alive. Ranks that leave at
+    different moments and destroy gloo's group during interpreter shutdown can
+    abort (``terminate called without an active exception``, SIGABRT). No-op
+    without a process group."""
+    if is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -77,7 +77,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, run: RunSpec) -> dict[str, Any]:
         import torch
 
-        from vit16.distributed import export_job_env
+        from vit16.distributed import export_job_env, finish
 
         # submitit ignores SIGTERM (it waits for SIGKILL); Slurm sends it when the job is
         # requeued (scontrol requeue, preemption) or cancelled: stop at once instead of
@@ -89,9 +89,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         if threads > 0:
             torch.set_num_threads(threads)  # one rank per task: never more threads than its CPUs
         restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0  # scontrol requeue, node failure
-        return run_experiment(run.cfg, run.out_dir, data_root=self.data_root, device=self.device,
-                              resume=run.resume or restarted, results_file=self.results_file,
-                              overrides=run.overrides)
+        summary = run_experiment(run.cfg, run.out_dir, data_root=self.data_root,
+                                 device=self.device, resume=run.resume or restarted,
+                                 results_file=self.results_file, overrides=run.overrides)
+        finish()  # the job's ranks leave together
+        return summary
 
     def checkpoint(self, run: RunSpec) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on preemption / time limit (USR2): the requeued job

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vit16 import distributed
 from vit16.commands.common import add_device_argument, choose_device, reports_user_errors
 from vit16.config import ConfigError, ExperimentConfig, load_tables, resolve
 from vit16.experiment import (DEFAULT_EXPERIMENTS, check_experiment, default_results_file,
@@ -199,4 +200,5 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         run_experiment(run.cfg, run.out_dir, data_root=args.data_root, device=device,
                        resume=run.resume, results_file=results, overrides=run.overrides)
+    distributed.finish()  # under torchrun: the ranks leave together
     return 0
