@@ -404,3 +404,11 @@ def test_cifar100_pickle_fine_label_out_of_range(tmp_path):
         build("cifar100", tmp_path)
     assert one_line_error(err).startswith(f"{train}: array 'fine_labels' holds labels 0..100; expected 0..99")
     assert cache_entries(tmp_path) == []
+
+
+def test_every_registered_data_set_has_a_layout_entry():
+    import vit16.data  # noqa: F401  (registers every data set)
+    from vit16.data.presence import LAYOUTS
+    from vit16.registry import DATASETS
+
+    assert sorted(LAYOUTS) == sorted(DATASETS.canonical_names())

@@ -105,7 +105,7 @@ def test_executor_parameters_from_the_slurm_table():
         resolve("quick", t, ["slurm.nodes=0"])  # the range is checked once, by resolve
 
 
-def test_submit_cli_errors(tmp_path, monkeypatch, capsys):
+def test_submit_cli_errors(tmp_path, cifar10_root, monkeypatch, capsys):
     def error(*argv: str) -> str:
         assert main(list(argv)) == 2
         lines = capsys.readouterr().err.strip().splitlines()
@@ -120,7 +120,7 @@ def test_submit_cli_errors(tmp_path, monkeypatch, capsys):
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no sbatch
-    msg = error("--submit", "quick", "--out", str(tmp_path / "r"))
+    msg = error("--submit", "quick", "--out", str(tmp_path / "r"), "--data-root", str(cifar10_root))
     assert "no Slurm here (sbatch is not on PATH)" in msg
     assert "--submit --local" in msg and "without --submit" in msg
     assert not (tmp_path / "r").exists()
@@ -128,16 +128,48 @@ def test_submit_cli_errors(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.skipif(shutil.which("sbatch") is None, reason="sbatch is not installed "
                     "(scripts/local_slurm.sh start installs it)")
-def test_submit_with_the_controller_down_is_one_error_line(tmp_path, monkeypatch, capsys):
+def test_submit_with_the_controller_down_is_one_error_line(tmp_path, cifar10_root, monkeypatch, capsys):
     """A real sbatch whose controller does not answer (nothing listens on its port)."""
     conf = tmp_path / "slurm.conf"
     conf.write_text("ClusterName=down\nSlurmctldHost=localhost\nSlurmctldPort=9\nMessageTimeout=1\n"
                     "NodeName=localhost CPUs=1\nPartitionName=debug Nodes=localhost Default=YES\n")
     monkeypatch.setenv("SLURM_CONF", str(conf))
-    assert main(["--submit", "quick", "--out", str(tmp_path / "r")]) == 2
+    assert main(["--submit", "quick", "--out", str(tmp_path / "r"), "--data-root", str(cifar10_root)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --submit: Slurm did not take the job ("), lines
     assert "Unable to contact slurm controller" in lines[0] and "--submit --local" in lines[0]
+
+
+def test_submit_checks_the_data_before_it_submits(tmp_path, monkeypatch, capsys):
+    """Missing data is one line naming the paths tried, for the first sweep point
+    already, and nothing is submitted; data.download = true defers it to the
+    job, except for a data set that cannot be downloaded (ImageNet)."""
+    import vit16.slurm
+
+    calls = []
+    monkeypatch.setattr(vit16.slurm, "submit", lambda *a, **k: calls.append(a) or [])
+    monkeypatch.setattr(vit16.slurm, "describe", lambda submitted: "submitted")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--submit", "quick", "--sweep", "seed=0,1", "--set", "data.download=false",
+                 "--data-root", str(empty), "--out", str(tmp_path / "r")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: data set 'cifar10' not found; tried "), lines
+    assert str(empty / "cifar-10-batches-py" / "test_batch") in lines[0]
+    assert str(empty / "cifar10" / "train") in lines[0] and "download = true" in lines[0]
+    assert calls == [] and not (tmp_path / "r").exists()
+
+    assert main(["--submit", "quick", "--data-root", str(empty),
+                 "--out", str(tmp_path / "r")]) == 0  # quick has data.download = true: the job downloads it
+    assert len(calls) == 1
+    assert main(["--submit", "vitb16_pretrain", "--set", "data.download=true", "--data-root",
+                 str(empty), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert "data set 'imagenet' not found" in err and "cannot be downloaded automatically" in err
+    (empty / "imagenet" / "train").mkdir(parents=True)
+    (empty / "imagenet" / "val").mkdir()
+    assert main(["--submit", "vitb16_pretrain", "--data-root", str(empty), "--out", str(tmp_path / "r2")]) == 0
+    assert len(calls) == 2
 
 
 def test_dry_run_shows_the_slurm_table(capsys):
@@ -231,8 +263,11 @@ def start_requeued_now(job_id: str) -> None:
 def test_multi_node_pretrain_table_reaches_slurm(tmp_path, capsys, slurm):
     """`--submit vitb16_pretrain` as it is: Slurm accepts the 4 nodes x 8 GPUs job
     (the local cluster has 8 count-only GPUs on its one node, so it pends)."""
+    imagenet = tmp_path / "data" / "imagenet"  # its folders only: --submit checks they exist
+    (imagenet / "train").mkdir(parents=True)
+    (imagenet / "val").mkdir()
     job_id, _ = submit(capsys, slurm, "vitb16_pretrain", "--out", str(tmp_path / "run"),
-                       "--results", str(tmp_path / "results.md"))
+                       "--results", str(tmp_path / "results.md"), "--data-root", str(tmp_path / "data"))
     job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "NumNodes=4" in job and "NumTasks=32" in job and re.search(r"gres[:/]gpu[:=]8", job), job
     assert job_state(job_id) == "PENDING"

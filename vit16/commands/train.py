@@ -187,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     runs, folder = plan_runs(args.name, tables, args.overrides, args.sweep, args.out,
                              resume=not args.no_resume)  # every sweep point checked here
     if args.submit:  # the job may run where CUDA is, so --device is not checked here
+        from vit16.data.presence import check_present
+        from vit16.data.roots import resolve_data_root
         from vit16.slurm import describe, submit
+
+        for run in runs:  # a job that would fail on missing data is never queued
+            check_present(run.cfg.data, resolve_data_root(args.data_root, run.cfg.data.root), args.name)
 
         submitted = submit(runs, folder, local=args.local, data_root=args.data_root,
                            device=args.device, results_file=results)

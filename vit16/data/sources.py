@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from vit16.data import cache, decode
-from vit16.data.roots import BadDataError, DataNotFoundError, check_arrays, check_cifar100_npz, not_found
+from vit16.data.presence import find_layout, not_present
+from vit16.data.roots import BadDataError, DataNotFoundError, check_arrays, check_cifar100_npz
 from vit16.registry import DATASETS
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -138,10 +139,6 @@ def _image_folder_arrays(name: str, folder: Path, splits: tuple[str, str], expec
     return cache.cached_arrays(f"{name}-imagefolder", key, build, check), label
 
 
-def _has_image_folder(folder: Path, splits: tuple[str, str]) -> bool:
-    return all((folder / s).is_dir() for s in splits)
-
-
 def _pickle_arrays(name: str, folder: Path, train: list[str], test: list[str], meta: str,
                    labels: dict[str, tuple[str, int]], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Read CIFAR python batches through the cache (no md5 check; see decode).
@@ -228,11 +225,11 @@ def cifar10(cfg, root: Path, experiment: str = "") -> Source:
             not decode or are not 32x32, damaged batches, labels out of range.
     """
     pickles, folder = root / "cifar-10-batches-py", root / "cifar10"
-    if not (pickles / "test_batch").is_file() and not _has_image_folder(folder, ("train", "test")):
+    if find_layout("cifar10", root) is None:
         if not cfg.download:
-            raise not_found("cifar10", [pickles, folder / "train", folder / "test"], experiment)
+            raise not_present("cifar10", root, experiment)
         download_official("cifar10", root)
-    if (pickles / "test_batch").is_file():
+    if find_layout("cifar10", root) == "pickles":
         a = _pickle_arrays("cifar10", pickles, _C10_TRAIN, ["test_batch"], "batches.meta",
                            {"labels": ("label_names", 10)})
         x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train:labels"], a["x_test"], a["y_test:labels"]
@@ -263,13 +260,12 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
     if cfg.label not in ("fine", "coarse"):
         raise ValueError(f"cifar100: label = {cfg.label!r}; expected 'fine' or 'coarse'")
     pickles, npz, folder = root / "cifar-100-python", root / "cifar100.npz", root / "cifar100"
-    found = (pickles / "test").is_file() or npz.is_file() or _has_image_folder(folder, ("train", "test"))
-    if not found:
+    if find_layout("cifar100", root) is None:
         if not cfg.download:
-            raise not_found("cifar100", [pickles, npz, folder / "train", folder / "test"], experiment)
+            raise not_present("cifar100", root, experiment)
         download_official("cifar100", root)
-    coarse = cfg.label == "coarse"
-    if (pickles / "test").is_file():
+    coarse, layout = cfg.label == "coarse", find_layout("cifar100", root)
+    if layout == "pickles":
         a = _pickle_arrays("cifar100", pickles, ["train"], ["test"], "meta",
                            {"fine_labels": ("fine_label_names", 100), "coarse_labels": ("coarse_label_names", 20)},
                            optional=("coarse_labels", "coarse_label_names"))
@@ -278,7 +274,7 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
         y_tr, y_te = a[f"y_train:{k}_labels"], a[f"y_test:{k}_labels"]
         names = list(a[f"names:{k}_label_names"])
         x_tr, x_te, where = a["x_train"], a["x_test"], f"python batches {pickles}"
-    elif npz.is_file():
+    elif layout == "npz":
         key = cache.file_fingerprint(npz, tag="cifar100-npz")
         a = cache.cached_arrays("cifar100-npz", key, lambda: decode.read_cifar100_npz(npz),
                                 lambda arrays: check_cifar100_npz(npz, arrays))
@@ -310,11 +306,8 @@ def imagenet(cfg, root: Path, experiment: str = "") -> Source:
         ValueError: train/ and val/ have different classes.
     """
     folder = root / "imagenet"
-    if not _has_image_folder(folder, ("train", "val")):
-        hint = ("ImageNet cannot be downloaded automatically: get ILSVRC2012 from image-net.org, "
-                "arrange it as imagenet/{train,val}/<wnid>/*.JPEG and pass --data-root DIR / "
-                "VIT16_DATA pointing at its parent")
-        raise not_found("imagenet", [folder / "train", folder / "val"], experiment, hint)
+    if find_layout("imagenet", root) is None:
+        raise not_present("imagenet", root, experiment)
     tr_files, tr_labels, classes, _ = decode.list_image_folder(folder / "train")
     te_files, te_labels, te_classes, _ = decode.list_image_folder(folder / "val")
     if te_classes != classes:

@@ -29,7 +29,8 @@ import numpy as np
 
 from vit16.config import ConfigError
 from vit16.data import decode
-from vit16.data.roots import BadDataError, DataNotFoundError, not_found
+from vit16.data.presence import find_layout, not_present
+from vit16.data.roots import BadDataError, DataNotFoundError
 from vit16.data.sources import IMAGENET_STATS, Source, Split
 from vit16.registry import DATASETS
 
@@ -73,12 +74,9 @@ def imagefolder(cfg, root: Path, experiment: str = "") -> Source:
         BadDataError: the two splits have different class folders (one line
             naming the differences), or a class folder holds no images.
     """
-    train_dir = root / "train"
-    held = next((s for s in ("test", "val") if (root / s).is_dir()), None)
-    if not train_dir.is_dir() or held is None:
-        hint = ("set data.root (or pass --data-root DIR) to the folder that holds train/<class>/* and "
-                "test/<class>/* (or val/<class>/*)")
-        raise not_found("imagefolder", [train_dir, root / "test", root / "val"], experiment, hint)
+    train_dir, held = root / "train", find_layout("imagefolder", root)  # "test", else "val"
+    if held is None:
+        raise not_present("imagefolder", root, experiment)
     tr_files, tr_labels, classes, _ = decode.list_image_folder(train_dir)
     te_files, te_labels, te_classes, _ = decode.list_image_folder(root / held)
     if te_classes != classes:
@@ -109,13 +107,6 @@ def _download(name: str, root: Path, make) -> None:
             f"data set {name!r}: downloading it with torchvision into {root} failed ({type(err).__name__}: "
             f"{err}); pass --data-root DIR / VIT16_DATA pointing at a copy"
         ) from None
-
-
-def _not_found(name: str, folder: Path, tried: list[Path], experiment: str, size: str) -> DataNotFoundError:
-    hint = (f"pass --set data.download=true (torchvision downloads it into {folder.absolute()}, {size}; "
-            f"download once, not from every rank) or --data-root DIR / VIT16_DATA pointing at the folder "
-            f"that holds {folder.name}/")
-    return not_found(name, tried, experiment, hint)
 
 
 def _check_files_exist(images: Path, files: list[str], listed_in: str) -> None:
@@ -187,9 +178,9 @@ def oxford_pets(cfg, root: Path, experiment: str = "") -> Source:
 
     folder = root / PETS_DIR
     images, splits = folder / "images", [folder / "annotations" / f"{s}.txt" for s in ("trainval", "test")]
-    if not (images.is_dir() and all(p.is_file() for p in splits)):
+    if find_layout("oxford_pets", root) is None:
         if not cfg.download:
-            raise _not_found("oxford_pets", folder, [images, *splits], experiment, "about 0.8 GB")
+            raise not_present("oxford_pets", root, experiment)
         _download("oxford_pets", root,
                   lambda: torchvision.datasets.OxfordIIITPet(str(root), split="trainval", download=True))
     train, test = (read_pets_split(p) for p in splits)
@@ -274,9 +265,9 @@ def flowers102(cfg, root: Path, experiment: str = "") -> Source:
 
     folder = root / FLOWERS_DIR
     need = [folder / "jpg", folder / "imagelabels.mat", folder / "setid.mat"]
-    if not (need[0].is_dir() and all(p.is_file() for p in need[1:])):
+    if find_layout("flowers102", root) is None:
         if not cfg.download:
-            raise _not_found("flowers102", folder, need, experiment, "about 0.35 GB")
+            raise not_present("flowers102", root, experiment)
         _download("flowers102", root,
                   lambda: torchvision.datasets.Flowers102(str(root), split="test", download=True))
     labels = _loadmat(need[1], ("labels",))["labels"] - 1
