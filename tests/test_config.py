@@ -110,7 +110,7 @@ def test_missing_data_is_one_line_naming_paths_and_fix(tmp_path, monkeypatch, ca
                  "--out", str(tmp_path / "run"), "--results", str(tmp_path / "R.md")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert f"error: data set 'cifar10' not found; tried {missing}/cifar-10-batches-py, {missing}/cifar10/train" in err
+    assert f"error: data set 'cifar10' not found; tried {missing}/cifar-10-batches-py/test_batch, {missing}/cifar10/train" in err
     assert "download = true" in err and "--data-root" in err
     assert not (tmp_path / "R.md").exists()
 

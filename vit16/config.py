@@ -1,7 +1,8 @@
 """Experiment configuration: the schema of one table of ``experiments.toml``.
 
-An experiment is a TOML table with top-level keys and six sub-tables (``model``,
-``data``, ``optim``, ``schedule``, ``slurm`` for ``--submit``, ``prune``).
+An experiment is a TOML table with top-level keys and seven sub-tables (``model``,
+``data``, ``optim``, ``schedule``, ``prune``; ``slurm`` for ``--submit`` and ``log``,
+in :mod:`vit16.config_run`).
 ``base = "other"`` inherits another table and overrides it key by key
 (sub-tables are merged). Every key is checked against the dataclasses below: an unknown
 key or a wrong type raises :class:`ConfigError` with one line naming the
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vit16.config_checks import range_problems
+from vit16.config_run import LogConfig, SlurmConfig
 
 
 class ConfigError(ValueError):
@@ -125,33 +127,6 @@ class ScheduleConfig:
 
 
 @dataclass
-class SlurmConfig:
-    """``[NAME.slurm]``: the Slurm job of ``python train.py --submit NAME``.
-
-    Only read by ``--submit`` (:mod:`vit16.slurm`); never changes the training
-    math. Empty strings and zeros leave the cluster's default. The job runs
-    ``nodes x tasks_per_node`` processes (DDP ranks).
-    """
-
-    partition: str = ""
-    nodes: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int = 0  # 0 = one per GPU (gpus_per_node), or 1 without GPUs
-    cpus_per_task: int = 0  # 0 = cluster default; torch threads per rank follow it
-    mem_gb: float = 0.0  # per node; 0 = cluster default
-    timeout_min: int = 60
-    account: str = ""
-    qos: str = ""
-    constraint: str = ""
-    job_name: str = ""  # "" = vit16-NAME
-    array_parallelism: int = 16  # --sweep: at most this many array tasks at once
-    max_requeues: int = 3  # requeues after hitting the time limit (preemptions do not count)
-    signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
-    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
-    additional_parameters: dict = field(default_factory=dict)  # extra sbatch options, e.g. {exclusive = true}
-
-
-@dataclass
 class PruneConfig:
     """``[NAME.prune]``: iterative pruning of the ViT blocks (:mod:`vit16.prune`).
 
@@ -199,6 +174,7 @@ class ExperimentConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (TOML/JSON serialisable, ``None`` values dropped)."""
@@ -212,6 +188,7 @@ SECTIONS: dict[str, type] = {
     "schedule": ScheduleConfig,
     "slurm": SlurmConfig,
     "prune": PruneConfig,
+    "log": LogConfig,
 }
 
 

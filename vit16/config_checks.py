@@ -38,7 +38,7 @@ PRUNE_METHODS = ("imp", "refill", "rsst")
 PRUNE_SCOPES = ("global", "layer")
 """``prune.scope``: magnitude ranking over all blocks or within each matrix."""
 
-SECTION_NAMES = ("", "model", "data", "optim", "schedule", "slurm", "prune")
+SECTION_NAMES = ("", "model", "data", "optim", "schedule", "slurm", "prune", "log")
 """The parts of an experiment in check order; ``""`` is its top level."""
 
 
@@ -196,6 +196,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "reg": Range(0),
         "reg_exponent": POSITIVE,
     },
+    "log": {},
 }
 """Section (``""`` = top level) -> numeric key -> its allowed values; a list
 key (``optim.betas``, ``schedule.milestones``) has the range for each item."""

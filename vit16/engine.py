@@ -137,6 +137,7 @@ class Loop:
     epoch_hook: Callable[[int], None] | None = None
     ema: AveragedModel | None = None  # EMA of the weights (cfg.ema_decay > 0)
     ema_reset_steps: int = 0  # steps during which the EMA copies the weights (ema_warmup)
+    tb: Any = None  # a vit16.tblog.TensorBoardLog (rank 0, log.tensorboard = true)
     lr: float = 0.0
     stop: StopRequest = dataclasses.field(default_factory=StopRequest)  # Ctrl-C, Slurm USR2
     seg_steps: int = 0  # steps done in this invocation, for the ETA
@@ -190,6 +191,8 @@ class LossMonitor:
                     "(e.g. 1.0) or lengthen schedule.warmup_epochs"
                 )
         self.pending.clear()
+        if loop.tb is not None:
+            loop.tb.steps(first_step, values, loop.sched)
         now = time.perf_counter()
         c.train_seconds += now - self.t_mark
         c.epoch_train_seconds += now - self.t_mark
@@ -363,6 +366,8 @@ def end_epoch(loop: Loop, epoch_done: bool) -> None:
     }
     if loop.rt.is_main:
         loop.ckpt.run_dir.append_metrics(row)
+    if loop.tb is not None:
+        loop.tb.epoch(row)
     eta = (time.monotonic() - loop.seg_t0) / max(loop.seg_steps, 1) * (loop.stop_step - c.step)
     val_text = "no val" if val is None else (
         f"val top-1 {val['top1']:.2f}% top-5 {val['top5']:.2f}% loss {val['loss']:.4f}"

@@ -29,12 +29,14 @@ def default_results_file(cfg: ExperimentConfig) -> str:
 
 def check_experiment(cfg: ExperimentConfig) -> None:
     """Fail on an unknown model, data set or schedule name, a bad
-    ``[NAME.prune]`` table, or model, optimizer or schedule options their
-    builders reject (:func:`vit16.preflight.check_options`), before any work.
+    ``[NAME.prune]`` table, ``log.tensorboard`` without the tensorboard
+    package, or model, optimizer or schedule options their builders reject
+    (:func:`vit16.preflight.check_options`), before any work.
 
     Raises:
         vit16.UnknownNameError: an unknown name.
-        ConfigError: a bad pruning table or option (one line naming ``[NAME.section]``).
+        ConfigError: a bad pruning table or option, a missing package (one line
+            naming ``[NAME.section]`` or the fix).
     """
     from vit16.preflight import check_options
     from vit16.registry import DATASETS, MODELS, SCHEDULES
@@ -46,6 +48,10 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         from vit16.prune import check_prune_config
 
         check_prune_config(cfg)
+    if cfg.log.tensorboard:
+        from vit16.tblog import check_available
+
+        check_available()
     check_options(cfg)
 
 

@@ -5,6 +5,7 @@
     out_dir/metrics.jsonl     one line per epoch
     out_dir/summary.json      the finished run's summary
     out_dir/results_row.json  its results-table row, kept until a table holds it
+    out_dir/tensorboard/      TensorBoard event files (log.tensorboard = true, :mod:`vit16.tblog`)
     out_dir/.lock             held by the process that owns the directory
 
 Only rank 0 touches these files.
@@ -16,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,6 +43,7 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
         self.row = self.path / "results_row.json"
+        self.tensorboard = self.path / "tensorboard"
 
     @contextlib.contextmanager
     def claim(self, results_file: str | os.PathLike | None = None) -> Iterator["RunDir"]:
@@ -103,6 +106,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             for stale in (self.last, self.best, self.metrics, self.summary, self.row):
                 stale.unlink(missing_ok=True)
+            shutil.rmtree(self.tensorboard, ignore_errors=True)
         for stale in [*self.path.glob(".last.pt.*.tmp"), *self.path.glob(".best.pt.*.tmp")]:
             stale.unlink(missing_ok=True)
 

@@ -49,11 +49,12 @@ RESUME_IGNORED_KEYS = frozenset(
         "data.download",
         "data.num_workers",
         "slurm",
+        "log",
     }
 )
 """Config keys that may differ between a checkpoint and the resuming run: they
 do not change the training math (where the data lives, when to stop or save).
-A table name (``"slurm"``) stands for every key under it."""
+A table name (``"slurm"``, ``"log"``) stands for every key under it."""
 
 
 class TrainingDivergedError(RuntimeError):

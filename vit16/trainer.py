@@ -48,6 +48,7 @@ from vit16.runtime import (Runtime, build_model, build_run_data, load_init, seed
                            setup_runtime, wrap_model)
 from vit16.schedules import build_schedule, warmup_steps
 from vit16.stop import listening
+from vit16.tblog import TensorBoardLog
 
 __all__ = ["ResumeMismatchError", "RunInterrupted", "TrainingDivergedError", "train"]
 
@@ -118,6 +119,8 @@ def train(
             data = build_run_data(cfg, rt, data_root)
         model, init_notes = _place_model(cfg, rt, model, data, ckpt)
         loop = _build_loop(cfg, rt, run_dir, ckpt, model, data, t_start, grad_hook, epoch_hook)
+        if loop.tb is not None:
+            owned.callback(loop.tb.close)
         loop.progress.log(_start_line(loop, ckpt, init_notes))
         # last thing before the loop: nothing else may draw from the global RNG. With several
         # ranks each has its own stream (dropout, drop-path); rank 0's is the single-process one.
@@ -129,6 +132,8 @@ def train(
         summary = _summarise(loop, _test(loop), overrides)
         if rt.is_main:
             _write_results(loop, summary, results_file)
+        if loop.tb is not None:
+            loop.tb.test(summary)
         return summary
 
 
@@ -196,9 +201,12 @@ def _build_loop(cfg: ExperimentConfig, rt: Runtime, run_dir: RunDir, ckpt: dict 
         last_saved_step=counters.step if ckpt is not None else None)
     train_model, eval_model = wrap_model(model, cfg, rt.device, rt.world_size)
     reset = warmup_steps(cfg.schedule, steps_per_epoch, total_steps) if cfg.ema_warmup else 0
+    tb = None
+    if rt.is_main and cfg.log.tensorboard:
+        tb = TensorBoardLog(run_dir.tensorboard, counters.step if ckpt is not None else None)
     return Loop(cfg, rt, data, model, train_model, eval_model, optimizer, scaler, sched, counters,
                 checkpointer, Progress(enabled=rt.is_main), steps_per_epoch, stop_step,
-                grad_hook, epoch_hook, ema, reset)
+                grad_hook, epoch_hook, ema, reset, tb)
 
 
 def _build_ema(cfg: ExperimentConfig, model: nn.Module, ckpt: dict | None) -> AveragedModel | None:
