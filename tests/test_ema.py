@@ -38,6 +38,21 @@ def test_ema_equals_the_closed_form_average(tmp_path):
         torch.testing.assert_close(ema[k], expected[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_ema_steps_updates_every_nth_step(tmp_path):
+    """ema_steps = 3 over 8 steps: updates after steps 3 and 6 only (e = w_3,
+    then d e + (1 - d) w_6), as torchvision's --model-ema-steps."""
+    decay, model, seen = 0.8, TinyViT(), []
+    cfg = make_cfg(epochs=1, ema_decay=decay, ema_steps=3)
+    run(tmp_path, cfg=cfg, model=model, grad_hook=record_weights(model, seen))
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    w3, w6 = seen[3], seen[6]  # the weights after steps 3 and 6
+    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert int(last["ema"]["n_averaged"]) == 2
+    for k in ema:
+        expected = decay * w3[k] + (1 - decay) * w6[k] if w3[k].is_floating_point() else w6[k]
+        torch.testing.assert_close(ema[k], expected, rtol=1e-5, atol=1e-6, msg=k)
+
+
 def test_ema_warmup_copies_the_weights_until_warmup_ends(tmp_path):
     model, seen = TinyViT(), []
     cfg = make_cfg(epochs=1, ema_decay=0.99, ema_warmup=True)

@@ -137,6 +137,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "max_steps": Range(0, note="0 = no cap"),
         "checkpoint_minutes": Range(0, note="0 = at the end of every epoch"),
         "ema_decay": Range(0, 1, hi_open=True, note="0 = no EMA"),
+        "ema_steps": Range(1),
     },
     "model": {
         "num_classes": SIZE, "img_size": SIZE, "patch_size": SIZE, "embed_dim": SIZE,

@@ -244,7 +244,7 @@ def optimizer_step(loop: Loop, batches: Iterator, i: int) -> torch.Tensor:
     loop.scaler.step(loop.optimizer)
     loop.scaler.update()
     loop.optimizer.zero_grad(set_to_none=True)
-    if loop.ema is not None:
+    if loop.ema is not None and (loop.counters.step + 1) % cfg.ema_steps == 0:  # one sync per update
         if loop.counters.step < loop.ema_reset_steps:  # ema_warmup: the EMA starts after warmup
             loop.ema.n_averaged.zero_()  # n_averaged = 0: the next update copies the weights
         loop.ema.update_parameters(loop.model)
