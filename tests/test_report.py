@@ -229,3 +229,11 @@ def test_since_keeps_only_the_newer_rows(tmp_path, capsys):
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| e |")][0]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[3] == "2" and "25.00" in cells
+
+
+def test_no_overrides_leaves_out_groups_with_other_set_items(tmp_path, capsys):
+    rows = [*SEEDS, ("quick", ["ema_decay=0.999"], 55.0, 66.0),
+            ("quick", ["data.fraction=0.1", "seed=0"], 30.0, 31.0)]
+    assert main([write_table(tmp_path / "R.md", rows), "--group-by", "data.fraction", "--no-overrides"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| quick |")]
+    assert len(lines) == 2 and not any("ema_decay" in x for x in lines)  # fraction 0.1 and the default

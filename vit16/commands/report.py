@@ -22,6 +22,11 @@ the mean test top-1 % against KEY, one line per experiment, model and
 overrides, error bars of one sample std, each point annotated with its n:
 the analogue of the paper's Fig. 3/4. ``FILE.csv`` beside it holds the
 plotted numbers (KEY as written, n, mean, std, min, max of test top-1 %).
+
+``--claims results/claims.toml`` puts a table of verdicts first: one row per
+claim of the course project and the paper, our numbers over seeds and a
+verdict by a fixed rule (:mod:`vit16.claims`), from every row of the table
+(``--since`` applies; ``--experiment`` and ``--group-by`` only shape the summary).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from vit16.claims import format_claims, judge_rows, load_claims
 from vit16.commands.common import reports_user_errors
 from vit16.analysis.figures import plot_scaling, require_matplotlib
 from vit16.analysis.output import write_csv
@@ -113,6 +119,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="mean test top-1 against --group-by KEY, one line per experiment, with FILE.csv "
                         "beside it (needs matplotlib)")
     p.add_argument("--title", default="", help="the figure's title")
+    p.add_argument("--no-overrides", action="store_true",
+                   help="only groups whose rows set nothing but seed= and --group-by KEY (leaves out "
+                        "e.g. a one-off --set ema_decay=0.999 run)")
+    p.add_argument("--claims", metavar="FILE.toml",
+                   help="also judge the claims of this file (results/claims.toml) from the whole "
+                        "table: one row per claim with our numbers and a verdict, before the summary")
     return p.parse_args(argv)
 
 
@@ -188,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"{path} has no results rows; run an experiment first (python train.py quick)")
     default = table_defaults(args.experiments)
     groups = select_groups(rows, args.group_by, args.experiment, default)
+    if args.no_overrides:
+        groups = [g for g in groups if not g.overrides]
     table = format_markdown(groups, metrics, args.group_by, default)
+    if args.claims is not None:
+        verdicts = judge_rows(load_claims(args.claims), rows, default)
+        table = f"## Claims\n\n{format_claims(verdicts)}\n## Every group\n\n{table}"
     if args.figure is not None:
         figure_series(groups, args.group_by, FIGURE_METRIC)  # a non-number refused before any file is written
     print(table, end="")
