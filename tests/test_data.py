@@ -329,7 +329,7 @@ def test_global_rng_untouched(data_c10_folder, path):
 
 
 def test_upsampled_cifar_worker_path(data_c10_folder):
-    cfg = data_cfg(img_size=64, crop_padding=4, batch_size=4)
+    cfg = data_cfg(img_size=64, crop_padding=4, batch_size=4, device_resident=False)
     cfg.eval_batch_size = 16
     b = D.build_data(cfg, "cpu", data_root=str(data_c10_folder))
     assert isinstance(b.train, D.loaders.WorkerTrainLoader)
@@ -337,6 +337,61 @@ def test_upsampled_cifar_worker_path(data_c10_folder):
     assert x.shape == (4, 3, 64, 64) and y.shape == (4,) and y.dtype == torch.int64
     xs = [x for x, _ in b.val]
     assert [len(x) for x in xs] == [16, 4] and xs[0].shape == (16, 3, 64, 64)
+
+
+def test_upsampled_cifar_on_the_device_matches_the_worker_path(data_c10_folder):
+    """CIFAR at 64 (as at 224): the 32px set stays on the device, is cropped and
+    flipped at 32 and upsampled there. Evaluation equals the worker path's
+    v2.Resize(BICUBIC, antialias) within one grey level (both round to uint8
+    levels; torchvision's uint8 kernel is fixed-point, ours float: 8 % of
+    pixels differ by one level on these images); a training batch without crop or flip
+    is the same upsampling of its 32px images."""
+    kw = dict(img_size=64, batch_size=4, crop_padding=0, hflip=False)
+    cfg = data_cfg(**kw)
+    cfg.eval_batch_size = 16
+    dev = D.build_data(cfg, "cpu", data_root=str(data_c10_folder))
+    assert isinstance(dev.train, D.loaders.DeviceTrainLoader)
+    cfg_w = data_cfg(device_resident=False, **kw)
+    cfg_w.eval_batch_size = 16
+    workers = D.build_data(cfg_w, "cpu", data_root=str(data_c10_folder))
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    for (xd, yd), (xw, yw) in zip(dev.test, workers.test, strict=True):
+        assert xd.shape == xw.shape and xd.shape[1:] == (3, 64, 64) and torch.equal(yd, yw)
+        levels = ((xd - xw) * std * 255).abs()
+        assert levels.max() <= 1.0 + 1e-3 and levels.mean() < 0.1  # 1 level on < 10 % of pixels
+    (xd, yd), (xw, yw) = epoch_batches(dev.train, 0)[0], epoch_batches(workers.train, 0)[0]
+    assert torch.equal(yd, yw) and ((xd - xw) * std * 255).abs().max() <= 1.0 + 1e-3
+
+
+def test_upsample_kernels_agree_within_one_grey_level():
+    """The GPU's float kernel against the CPU's uint8 kernel, on smooth images
+    (photograph-like; on white noise bicubic overshoots [0, 255] between the
+    two passes, which the uint8 kernel clips and the float one does not)."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    x = torch.stack([127.5 + 120 * torch.sin(xx / f + c) * torch.cos(yy / (f + 1))
+                     for f in (2.0, 3.0, 5.0, 8.0) for c in range(3)]).view(4, 3, 32, 32).round().to(torch.uint8)
+    a, b = augment.upsample(x, 224, "uint8"), augment.upsample(x, 224, "float")
+    assert a.dtype == b.dtype == torch.uint8 and a.shape == (4, 3, 224, 224) and a.is_contiguous()
+    assert (a.int() - b.int()).abs().max() <= 1
+
+
+def test_upsampled_device_path_crops_in_stored_pixels(data_c10_folder):
+    """crop_padding = 8 at 64px is 4 stored pixels: the batch is
+    upsample(crop_flip(x, padding 4)) of the 32px images, with the same draws."""
+    from vit16.data.augment import crop_flip, draw_crop_flip, normalize, upsample
+
+    cfg = data_cfg(img_size=64, batch_size=4, crop_padding=8)
+    b = D.build_data(cfg, "cpu", data_root=str(data_c10_folder))
+    assert b.train.augment.crop_padding == 4 and b.train.augment.out_size == 64
+    x, _ = epoch_batches(b.train, 0)[0]
+    idx = b.train.sampler.batches(0)[0]
+    offsets, flips = draw_crop_flip(4, 4, True, b.train.sampler.batch_generator(0, 0))
+    ref = normalize(upsample(crop_flip(b.train.images[idx], offsets, flips, 4), 64),
+                    (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    torch.testing.assert_close(x, ref)
+    with pytest.raises(ConfigError, match=r"^\[exp.data\]: crop_padding = 5 at img_size = 64 is not a whole "
+                       r"number of the stored 32px pixels .*use a multiple of 2 \(e.g. 4\)"):
+        D.build_data(data_cfg(img_size=64, crop_padding=5), "cpu", data_root=str(data_c10_folder))
 
 
 def test_ddp_shards_disjoint_and_covering():

@@ -86,7 +86,7 @@ class DataConfig:
     fraction: float = 1.0  # imagenet: class-balanced subset of the training set
     label: str = "fine"  # cifar100: "fine" (100 classes) or "coarse" (20 superclasses)
     num_workers: int = 4
-    device_resident: bool = True  # 32x32 fast path: uint8 tensor on the device
+    device_resident: bool = True  # CIFAR: the uint8 32px set on the device, augmented (and upsampled) there
     crop_padding: int = 4  # random crop with this zero padding (0 = off)
     hflip: bool = True
     auto_augment: str = ""  # "", "randaugment", "autoaugment", "trivialaugment"

@@ -103,13 +103,18 @@ def bench_model(name: str, device: torch.device, batch_size: int, steps: int,
             "params": sum(p.numel() for p in model.parameters()), "img_size": size}
 
 
-def print_data_table(experiments: list[str], device: torch.device, data_root: str | None) -> None:
+def print_data_table(experiments: list[str], device: torch.device, data_root: str | None,
+                     workers: int = 0, batches: int = 50) -> None:
     """Print the markdown table of the training data pipeline's images/s alone.
 
     Args:
         experiments: experiments of the repository's ``experiments.toml``.
         device: where the augmented batches go.
         data_root: folder holding the data sets (``None``: each table's).
+        workers: also time each pipeline through the DataLoader path
+            (``data.device_resident = false``) with this many workers, and give
+            the ratio, side by side in this run (0: not).
+        batches: micro-batches timed per pipeline.
 
     Raises:
         ConfigError, vit16.UnknownNameError, DataNotFoundError: a bad experiment or missing data.
@@ -123,11 +128,16 @@ def print_data_table(experiments: list[str], device: torch.device, data_root: st
     print("|---|---|")
     for exp in experiments:
         cfg = resolve(exp, tables, [] if data_root is None else [f"data.root={data_root!r}"])
-        rate = data_throughput(cfg, device)
+        rate = data_throughput(cfg, device, batches)
         policy = cfg.data.auto_augment or "no policy"
         print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
               f"augment: crop {cfg.data.crop_padding}, {policy}, "
               f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
+        if workers > 0:
+            cfg.data.device_resident, cfg.data.num_workers = False, workers
+            base = data_throughput(cfg, device, batches)
+            print(f"| the same through the DataLoader, {workers} workers | {base:,.0f} "
+                  f"(the row above is {rate / base:.1f}x) |", flush=True)
 
 
 @reports_user_errors
@@ -152,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="quick,small_vit_cifar",
                    help="experiments whose training data pipeline is timed alone ('' = none)")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--data-workers", type=int, default=0,
+                   help="also time each --data pipeline through DataLoader workers (this many) "
+                        "and print the ratio (0 = not)")
+    p.add_argument("--data-batches", type=int, default=50, help="micro-batches timed per data pipeline")
     p.add_argument("--policies", default="autoaugment,randaugment,trivialaugment",
                    help="batch policies timed alone, both implementations, 32px ('' = none)")
     p.add_argument("--policy-batch", type=int, default=512)
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['images_per_s']:,.{1 if r['images_per_s'] < 100 else 0}f} | "
               f"{r['step_flops'] / batch / 1e9:.2f} | {mfu} |", flush=True)
     if args.data:
-        print_data_table(args.data.split(","), device, args.data_root)
+        print_data_table(args.data.split(","), device, args.data_root, args.data_workers, args.data_batches)
     if args.policies:
         from vit16.data.policy_bench import print_policy_table
         print_policy_table(args.policies.split(","), str(device), args.policy_batch)

@@ -69,6 +69,25 @@ def draw_crop_flip(b: int, padding: int, hflip: bool, gen: torch.Generator) -> t
     return offsets, flips
 
 
+def upsample(images: torch.Tensor, size: int, kernel: str | None = None) -> torch.Tensor:
+    """uint8 (B, C, h, w) -> uint8 (B, C, size, size): bicubic with
+    ``antialias=True`` (PIL's a = -0.5 kernel, as torchvision's
+    ``v2.Resize(size, BICUBIC, antialias=True)``; within one grey level of it).
+
+    ``kernel``: "uint8" runs torch's uint8 kernel on a channels-last copy
+    (about 20x the float kernel's images/s on one CPU core; CPU only), "float"
+    the float kernel, rounded and clamped to uint8 (CUDA has no uint8 bicubic);
+    default "uint8" on the CPU, else "float". The two agree within one grey level.
+    """
+    kernel = kernel or ("uint8" if images.device.type == "cpu" else "float")
+    if kernel == "uint8":
+        x = F.interpolate(images.contiguous(memory_format=torch.channels_last), size=(size, size),
+                          mode="bicubic", antialias=True)
+        return x.contiguous()
+    x = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True)
+    return x.clamp_(0, 255).round_().to(torch.uint8)
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, 3, H, W) in [0, 255] -> float32 ``(x / 255 - mean) / std``, same device."""
     m, s = normalize_constants(mean, std, images.device)
@@ -244,16 +263,29 @@ class BatchAugment:
     device-resident path; the worker path does those per sample in its
     DataLoader workers and only runs normalisation, erasing and mixing here.
 
+    With ``out_size`` (CIFAR at 224 or 384 on the device) crop + flip and the
+    policy run at the stored resolution, where the information is, and the
+    batch is then upsampled (:func:`upsample`) to ``out_size``; random erasing
+    and MixUp/CutMix run at ``out_size``. ``crop_padding`` is then in stored
+    pixels (the table's ``crop_padding`` at ``out_size``, scaled: 28 at 224 is
+    4 at 32).
+
     Args:
         cfg: the :class:`~vit16.config.DataConfig`.
         mean, std: per-channel statistics in [0, 1].
         num_classes: for soft targets.
         geometric: run crop + flip + policy here.
         autoaugment_policy: see :class:`BatchPolicy`.
+        out_size: upsample to this size after the geometric part (``None``: no resize).
+        crop_padding: the crop's zero padding in pixels of the input images
+            (default ``cfg.crop_padding``).
     """
 
-    def __init__(self, cfg, mean, std, num_classes: int, geometric: bool, autoaugment_policy: str):
+    def __init__(self, cfg, mean, std, num_classes: int, geometric: bool, autoaugment_policy: str,
+                 out_size: int | None = None, crop_padding: int | None = None):
         self.cfg = cfg
+        self.out_size = out_size
+        self.crop_padding = cfg.crop_padding if crop_padding is None else crop_padding
         self.mean, self.std = tuple(mean), tuple(std)
         self.num_classes = num_classes
         self.geometric = geometric
@@ -272,14 +304,15 @@ class BatchAugment:
         b, _, h, w = images.shape
         parts, host = [], None
         if self.geometric:
-            offsets, flips = draw_crop_flip(b, cfg.crop_padding, cfg.hflip, gen)
+            offsets, flips = draw_crop_flip(b, self.crop_padding, cfg.hflip, gen)
             parts.append(torch.cat([offsets, flips[:, None].long()], 1).flatten().float())
             if self.policy is not None:
                 host = self.policy.plan(b, h, w, gen)
                 if isinstance(host, BatchPlan):
                     parts.append(host.packed)
         if cfg.random_erasing > 0:
-            parts.append(draw_erasing(b, h, w, cfg.random_erasing, gen).flatten().float())
+            size = (self.out_size, self.out_size) if self.out_size else (h, w)
+            parts.append(draw_erasing(b, *size, cfg.random_erasing, gen).flatten().float())
         seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if self.mixing else 0
         packed = to_device(torch.cat(parts), images.device) if parts else None  # the one copy
         return self.run(images, labels, packed, host, seed)
@@ -293,12 +326,14 @@ class BatchAugment:
         if self.geometric:
             crop = packed[:3 * b].view(b, 3).long()
             start = 3 * b
-            if cfg.crop_padding > 0 or cfg.hflip:
-                images = crop_flip(images, crop[:, :2], crop[:, 2].bool(), cfg.crop_padding)
+            if self.crop_padding > 0 or cfg.hflip:
+                images = crop_flip(images, crop[:, :2], crop[:, 2].bool(), self.crop_padding)
             if self.policy is not None:
                 size = host.packed.numel() if isinstance(host, BatchPlan) else 0
                 images = self.policy.apply(images, host, packed[start:start + size])
                 start += size
+        if self.out_size:
+            images = upsample(images, self.out_size)
         if self.constants is None or self.constants[0].device != images.device:
             self.constants = normalize_constants(self.mean, self.std, images.device)
         x = images.float().sub_(self.constants[0]).div_(self.constants[1])  # = normalize(), in place

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
-from vit16.config import batch_geometry, check_ranges
+from vit16.config import ConfigError, batch_geometry, check_ranges
 from vit16.data.augment import BatchAugment, BatchPolicy
 from vit16.data.loaders import DeviceTrainLoader, EvalLoader, TrainLoader, WorkerTrainLoader
 from vit16.data.roots import resolve_data_root
@@ -48,14 +49,16 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
 
     Returns:
         a :class:`DataBundle`. The device-resident fast path is used when
-        ``cfg.data.device_resident`` and the source is decoded at
-        ``cfg.data.img_size`` (CIFAR at 32); otherwise a DataLoader with
+        ``cfg.data.device_resident`` and the source is decoded (CIFAR): at
+        32px as stored, or augmented at 32 and upsampled on the device to a
+        larger ``cfg.data.img_size`` (224, 384); otherwise a DataLoader with
         ``cfg.data.num_workers`` workers.
 
     Raises:
         DataNotFoundError: the data set is not under the data root.
         ConfigError: a ``[NAME.data]`` value out of its range
-            (:func:`vit16.config.check_ranges`).
+            (:func:`vit16.config.check_ranges`), or a ``crop_padding`` the
+            device path cannot scale to 32px (:func:`_device_upsampling`).
         UnknownNameError: ``cfg.data.name`` is not a registered data set.
         ValueError: splits do not fit the data, the batch sizes do not
             divide, or the training split is smaller than one global micro-batch.
@@ -77,14 +80,16 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
             f"{table}: the training split has {len(train)} images, fewer than one global micro-batch "
             f"of {mb * world_size} ({world_size} rank(s) x {mb}); lower the batch size or train_limit"
         )
-    fast = dcfg.device_resident and source.decoded and source.image_size == dcfg.img_size
+    fast = dcfg.device_resident and source.decoded and dcfg.img_size >= source.image_size
+    out_size, padding = _device_upsampling(dcfg, source.image_size, table) if fast else (None, None)
     augment = BatchAugment(dcfg, source.mean, source.std, num_classes, geometric=fast,
-                           autoaugment_policy=source.autoaugment_policy)
+                           autoaugment_policy=source.autoaugment_policy, out_size=out_size,
+                           crop_padding=padding)
     val_shard, test_shard = (s.subset(eval_shard(len(s), rank, world_size)) for s in (val, test))
     if fast:
         train_loader: TrainLoader = DeviceTrainLoader(train, sampler, augment, device)
-        val_loader = EvalLoader(val_shard, eval_bs, device, source.mean, source.std)
-        test_loader = EvalLoader(test_shard, eval_bs, device, source.mean, source.std)
+        val_loader, test_loader = (EvalLoader(s, eval_bs, device, source.mean, source.std, out_size=out_size)
+                                   for s in (val_shard, test_shard))
     else:
         t_train = train_transform(dcfg, source.decoded, source.image_size, source.autoaugment_policy)
         t_eval = eval_transform(dcfg, source.decoded, source.image_size)
@@ -96,6 +101,28 @@ def build_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1,
         )
     return DataBundle(train_loader, val_loader, test_loader, num_classes, list(source.class_names),
                       source.description)
+
+
+def _device_upsampling(dcfg, stored: int, table: str) -> tuple[int | None, int | None]:
+    """``(out_size, crop padding in stored pixels)`` of the device-resident path:
+    ``(None, None)`` at the stored size; for CIFAR at ``img_size`` > 32 the
+    batch is augmented at 32 and upsampled on the device, so the table's
+    ``crop_padding`` (pixels at ``img_size``) is scaled to stored pixels.
+
+    Raises:
+        ConfigError: that padding is not a whole number of stored pixels.
+    """
+    if dcfg.img_size == stored:
+        return None, None
+    padding, rest = divmod(dcfg.crop_padding * stored, dcfg.img_size)
+    if rest:
+        step = dcfg.img_size / math.gcd(dcfg.img_size, stored)
+        raise ConfigError(
+            f"[{table}.data]: crop_padding = {dcfg.crop_padding} at img_size = {dcfg.img_size} is "
+            f"not a whole number of the stored {stored}px pixels (the device path crops at {stored}px); "
+            f"use a multiple of {step:g} (e.g. {round(dcfg.crop_padding / step) * step:g}) or "
+            "device_resident = false")
+    return dcfg.img_size, padding
 
 
 def data_throughput(cfg, device: torch.device, batches: int = 50, data_root: str | None = None,

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from vit16.data.augment import BatchAugment, normalize
+from vit16.data.augment import BatchAugment, normalize, upsample
 from vit16.data.sampling import STREAM_WORKERS, EpochSampler, derive_seed
 from vit16.data.sources import Split
 from vit16.data.transforms import SplitDataset
@@ -84,7 +84,8 @@ class TrainLoader:
 
 class DeviceTrainLoader(TrainLoader):
     """Fast path: the whole uint8 training split lives on the device
-    ((N, 3, 32, 32)); each micro-batch is gathered and augmented there."""
+    ((N, 3, 32, 32)); each micro-batch is gathered and augmented there (and
+    upsampled, for CIFAR at 224 / 384: :class:`~vit16.data.augment.BatchAugment`)."""
 
     def __init__(self, split: Split, sampler: EpochSampler, augment: BatchAugment, device: torch.device):
         super().__init__(sampler, augment, device)
@@ -155,13 +156,16 @@ class EvalLoader:
 
     Yields ``(images float32 (B, 3, S, S) normalised on the device, labels
     int64 (B,))``; the last batch may be smaller. Either the uint8 shard
-    lives on the device (``dataset=None``: ``split`` is decoded at size S),
-    or a DataLoader over ``dataset`` decodes and resizes.
+    lives on the device (``dataset=None``: ``split`` is decoded, at size S or
+    upsampled to ``out_size`` = S on the device by
+    :func:`~vit16.data.augment.upsample`), or a DataLoader over ``dataset``
+    decodes and resizes.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, mean, std,
-                 dataset: SplitDataset | None = None, num_workers: int = 0):
+                 dataset: SplitDataset | None = None, num_workers: int = 0, out_size: int | None = None):
         self.device = torch.device(device)
+        self.out_size = out_size
         self.batch_size = batch_size
         self.mean, self.std = mean, std
         self.num_samples = len(split)
@@ -181,6 +185,8 @@ class EvalLoader:
         if self.loader is None:
             for i in range(0, self.num_samples, self.batch_size):
                 imgs = self.images[i : i + self.batch_size]
+                if self.out_size:
+                    imgs = upsample(imgs, self.out_size)
                 yield normalize(imgs, self.mean, self.std), self.labels[i : i + self.batch_size]
             return
         for imgs, labels in self.loader:
