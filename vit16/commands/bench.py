@@ -1,17 +1,18 @@
 """``python -m vit16 bench``: training images/s and model FLOPs utilisation
-(MFU) of every registered model, the data pipeline's images/s alone, and the
+(MFU) of every registered model, eager and compiled, with peak memory; the
+data pipeline's images/s alone (and against DataLoader workers); and the
 batch policies' images/s, aten ops and host-device copies per batch. Prints
 markdown tables.
 
-    python -m vit16 bench --device cuda --batch-size 256
+    python -m vit16 bench --device cuda --batch-size 512 --compile both
     python -m vit16 bench --device cpu --models vit_tiny,vit_small_cifar --batch-size 32
 
 MFU = (FLOPs of one training step, counted by ``torch.utils.flop_counter``:
-:func:`vit16.models.flops.train_step_flops`)
-x (steps/s) / (the device's peak dense FLOP/s). Peaks are the vendors' dense
-bf16 tensor-core numbers for GPUs; on a CPU the peak is measured as the fp32
-rate of a large matrix multiply on the same machine (so MFU there reads as a
-fraction of what this CPU's BLAS can do).
+:func:`vit16.models.flops.train_step_flops`, attention included on every
+device) x (steps/s) / (a peak FLOP/s), against two peaks: the vendor's dense
+bf16 tensor-core number (GPUs only; "-" where unknown) and the measured rate
+of a large matrix multiply on this device (bf16 on CUDA, fp32 on a CPU, where
+MFU reads as a fraction of what its BLAS can do).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from vit16.commands.common import choose_device, reports_user_errors
 from vit16.models.flops import train_step_flops
 
 # Dense bf16 peak FLOP/s, vendor data sheets (no sparsity).
-GPU_PEAK_FLOPS = {"H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
-                  "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12, "4090": 165e12}
+GPU_PEAK_FLOPS = {"H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200 NVL": 835e12,
+                  "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12,
+                  "4090": 165e12}
+"""Device-name substring -> dense bf16 FLOP/s (first match wins: NVL and PCIe
+before the SXM default)."""
 
 MODELS_32 = ["vit_quick", "vit_tiny", "vit_small_cifar", "vit_small", "vit_base", "resnet20_cifar",
              "resnet50_cifar"]
@@ -43,38 +47,53 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
-def peak_flops(device: torch.device) -> float:
-    """Peak FLOP/s used for MFU: a GPU's data-sheet bf16 number (0 if unknown),
-    or, on CPU, the best measured fp32 FLOP/s of a 2048x2048 matmul."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, value in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return value
-        return 0.0
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def datasheet_flops(device: torch.device) -> float | None:
+    """The vendor's dense bf16 FLOP/s of a CUDA device (:data:`GPU_PEAK_FLOPS`);
+    ``None`` for a CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+
+
+def measured_flops(device: torch.device) -> float:
+    """The best FLOP/s of several large matrix multiplies on ``device``: bf16
+    8192 x 8192 on CUDA, fp32 2048 x 2048 on a CPU (a peak, not an average)."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = 0.0
-    for _ in range(5):  # the best of several trials: a peak, not an average
+    for _ in range(5):
+        _sync(device)
         start = time.perf_counter()
         for _ in range(4):
             a @ b
-        best = max(best, 4 * 2 * 2048**3 / (time.perf_counter() - start))
+        _sync(device)
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - start))
     return best
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench_model(name: str, device: torch.device, batch_size: int, steps: int,
-                warmup: int = 2) -> dict:
+                warmup: int = 2, compile: bool = False) -> dict:
     """Training throughput of model ``name`` on random data: AdamW steps with bf16
-    autocast on CUDA, fp32 on CPU.
+    autocast on CUDA, fp32 on CPU, eager or ``torch.compile``d (the warm-up
+    steps include the compilation).
 
     Args:
         name: a registered model (224px input if in :data:`MODELS_224`, else 32px).
         device: where it trains; batch_size: images per step.
         steps: timed steps, after ``warmup`` untimed ones.
+        compile: compile the model (inductor) first.
 
     Returns:
-        ``{"images_per_s", "step_flops", "params", "img_size"}``.
+        ``{"images_per_s", "step_flops", "params", "img_size", "peak_memory_gib"}``
+        (peak memory: CUDA's max allocated during the run, ``None`` on a CPU).
 
     Raises:
         vit16.UnknownNameError: an unknown model name.
@@ -86,21 +105,48 @@ def bench_model(name: str, device: torch.device, batch_size: int, steps: int,
     flops = train_step_flops(model, x, y)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    step_model = torch.compile(model) if compile else model
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for i in range(warmup + steps):
         if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            _sync(device)
             start = time.perf_counter()
         with amp:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(step_model(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     seconds = time.perf_counter() - start
+    memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"images_per_s": batch_size * steps / seconds, "step_flops": flops,
-            "params": sum(p.numel() for p in model.parameters()), "img_size": size}
+            "params": sum(p.numel() for p in model.parameters()), "img_size": size,
+            "peak_memory_gib": memory}
+
+
+def print_model_table(models: list[str], device: torch.device, batch: int, batch_224: int, steps: int,
+                      compile_modes: list[bool]) -> None:
+    """Print the markdown table of the models' training images/s, MFU against
+    both peaks (:func:`datasheet_flops`, :func:`measured_flops`) and peak memory."""
+    sheet, measured = datasheet_flops(device), measured_flops(device)
+    print(f"peaks for MFU: data sheet {'-' if sheet is None else f'{sheet / 1e12:.0f} TFLOP/s bf16 dense'}; "
+          f"measured {measured / 1e12:.2f} TFLOP/s "
+          f"({'bf16' if device.type == 'cuda' else 'fp32'} matmul)\n")
+    print("| model | img | params (M) | batch | compiled | train images/s | GFLOPs/image (fwd+bwd) | "
+          "MFU % (data sheet) | MFU % (measured peak) | peak memory (GiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in models:
+        b = (batch_224 or max(batch // 8, 1)) if name in MODELS_224 else batch
+        for compiled in compile_modes:
+            r = bench_model(name, device, b, steps, compile=compiled)
+            achieved = r["step_flops"] / b * r["images_per_s"]
+            mem = "-" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.1f}"
+            mfu_sheet = "-" if sheet is None else f"{100 * achieved / sheet:.1f}"
+            print(f"| {name} | {r['img_size']} | {r['params'] / 1e6:.2f} | {b} | {'yes' if compiled else 'no'} | "
+                  f"{r['images_per_s']:,.{1 if r['images_per_s'] < 100 else 0}f} | "
+                  f"{r['step_flops'] / b / 1e9:.2f} | {mfu_sheet} | {100 * achieved / measured:.1f} | {mem} |",
+                  flush=True)
 
 
 def print_data_table(experiments: list[str], device: torch.device, data_root: str | None,
@@ -159,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64, help="batch for 32px models")
     p.add_argument("--batch-size-224", type=int, default=0, help="batch for 224px models (default: batch/8)")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                   help="time the models eager (off), compiled (on) or both (default: %(default)s)")
     p.add_argument("--data", default="quick,small_vit_cifar",
                    help="experiments whose training data pipeline is timed alone ('' = none)")
     p.add_argument("--data-root", default=None)
@@ -171,24 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy-batch", type=int, default=512)
     args = p.parse_args(argv)
     device = choose_device(args.device)
-    peak = peak_flops(device)
-    print(f"device: {device_name(device)}; torch {torch.__version__}; "
-          f"peak for MFU: {peak / 1e12:.2f} TFLOP/s "
-          f"({'data sheet, bf16 dense' if device.type == 'cuda' else 'measured fp32 matmul'})\n")
+    print(f"device: {device_name(device)}; torch {torch.__version__}")
     models = [m for m in args.models.split(",") if m]
     if models:
-        print("| model | img | params (M) | batch | train images/s | GFLOPs/image (fwd+bwd) | MFU % |")
-        print("|---|---|---|---|---|---|---|")
-    for name in models:
-        batch = args.batch_size
-        if name in MODELS_224:
-            batch = args.batch_size_224 or max(args.batch_size // 8, 1)
-        r = bench_model(name, device, batch, args.steps)
-        achieved = r["step_flops"] / batch * r["images_per_s"]
-        mfu = f"{100 * achieved / peak:.1f}" if peak else "n/a"
-        print(f"| {name} | {r['img_size']} | {r['params'] / 1e6:.2f} | {batch} | "
-              f"{r['images_per_s']:,.{1 if r['images_per_s'] < 100 else 0}f} | "
-              f"{r['step_flops'] / batch / 1e9:.2f} | {mfu} |", flush=True)
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+        print_model_table(models, device, args.batch_size, args.batch_size_224, args.steps, modes)
     if args.data:
         print_data_table(args.data.split(","), device, args.data_root, args.data_workers, args.data_batches)
     if args.policies:

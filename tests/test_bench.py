@@ -1,0 +1,43 @@
+"""``python -m vit16 bench``'s model table: the numbers it reports and the
+data-sheet peaks it divides by (no timed assertions: speed lives in results/)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vit16.commands import bench
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H200", 989e12), ("NVIDIA H200 NVL", 835e12), ("NVIDIA H100 80GB HBM3", 989e12),
+    ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+    ("Some Future GPU", None),
+])
+def test_datasheet_peak_of_each_gpu_name(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert bench.datasheet_flops(torch.device("cuda", 0)) == peak
+    assert bench.datasheet_flops(torch.device("cpu")) is None
+
+
+def test_bench_model_counts_flops_and_steps():
+    r = bench.bench_model("vit_quick", torch.device("cpu"), batch_size=4, steps=1, warmup=1)
+    assert r["params"] == 558_474 and r["img_size"] == 32 and r["peak_memory_gib"] is None
+    # fwd + bwd of vit_quick at 32px is about 3x its 0.019 GFLOPs forward, per image
+    assert 0.04e9 < r["step_flops"] / 4 < 0.08e9 and r["images_per_s"] > 0
+
+
+def test_model_table_has_both_mfu_columns(capsys):
+    assert bench.main(["--device", "cpu", "--models", "vit_quick", "--batch-size", "4", "--steps", "1",
+                       "--data", "", "--policies", ""]) == 0
+    out = capsys.readouterr().out
+    assert "measured" in out and "TFLOP/s (fp32 matmul)" in out
+    row = next(line for line in out.splitlines() if line.startswith("| vit_quick |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 10 and cells[4] == "no" and cells[7] == "-" and float(cells[8]) > 0 and cells[9] == "-"
+
+
+@pytest.mark.slow
+def test_bench_model_compiled_runs_on_the_cpu():
+    r = bench.bench_model("vit_quick", torch.device("cpu"), batch_size=4, steps=1, warmup=1, compile=True)
+    assert r["images_per_s"] > 0 and r["params"] == 558_474
