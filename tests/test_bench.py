@@ -41,3 +41,20 @@ def test_model_table_has_both_mfu_columns(capsys):
 def test_bench_model_compiled_runs_on_the_cpu():
     r = bench.bench_model("vit_quick", torch.device("cpu"), batch_size=4, steps=1, warmup=1, compile=True)
     assert r["images_per_s"] > 0 and r["params"] == 558_474
+
+
+def test_grad_checkpointing_keeps_less_for_the_backward(capsys):
+    import vit16
+
+    def kept(batch: int, ckpt: bool) -> int:
+        torch.manual_seed(0)
+        model = vit16.MODELS.build("vit_quick", grad_checkpointing=ckpt)
+        return bench.saved_activation_bytes(model, torch.randn(batch, 3, 32, 32))
+
+    plain1, plain4, ckpt4 = kept(1, False), kept(4, False), kept(4, True)
+    assert 3.5 < plain4 / plain1 <= 4.0  # activations grow with the batch (the rest is shared)
+    assert ckpt4 < 0.2 * plain4  # only the blocks' inputs and the embeddings/head are kept
+    assert bench.main(["--device", "cpu", "--models", "", "--data", "", "--policies", "",
+                       "--activations", "vit_quick", "--activations-batch", "2"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| vit_quick |"))
+    assert row.split("|")[2].strip() == "32" and row.strip().endswith("% |")

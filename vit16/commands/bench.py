@@ -149,6 +149,43 @@ def print_model_table(models: list[str], device: torch.device, batch: int, batch
                   flush=True)
 
 
+def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps for the backward of one training
+    forward of ``model`` on ``x`` (``torch.autograd.graph.saved_tensors_hooks``,
+    each storage counted once; the parameters, which exist anyway, left out):
+    the activation memory. With gradient checkpointing the blocks' activations
+    are not kept, which is what it saves."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    return sum(seen.values())
+
+
+def print_activation_table(models: list[str], device: torch.device, batch: int, size: int | None) -> None:
+    """Print the memory autograd keeps for one forward (:func:`saved_activation_bytes`),
+    plain and with ``grad_checkpointing`` (``size``: input side, default the model's)."""
+    print("\n| model | img | batch | kept for backward (GiB) | with grad_checkpointing (GiB) | saved |")
+    print("|---|---|---|---|---|---|")
+    for name in models:
+        out = []
+        for ckpt in (False, True):
+            model = vit16.MODELS.build(name, grad_checkpointing=ckpt, **({"img_size": size} if size else {}))
+            side = size or model.patch_embed.img_size
+            x = torch.randn(batch, 3, side, side, device=device)
+            out.append(saved_activation_bytes(model.to(device), x) / 2**30)
+        print(f"| {name} | {side} | {batch} | {out[0]:.2f} | {out[1]:.2f} | {100 * (1 - out[1] / out[0]):.0f} % |",
+              flush=True)
+
+
 def print_data_table(experiments: list[str], device: torch.device, data_root: str | None,
                      workers: int = 0, batches: int = 50) -> None:
     """Print the markdown table of the training data pipeline's images/s alone.
@@ -207,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--compile", choices=("off", "on", "both"), default="off",
                    help="time the models eager (off), compiled (on) or both (default: %(default)s)")
+    p.add_argument("--activations", default="", metavar="MODELS",
+                   help="comma-separated ViTs whose memory kept for the backward is printed, plain and "
+                        "with grad_checkpointing ('' = none)")
+    p.add_argument("--activations-batch", type=int, default=1)
+    p.add_argument("--activations-size", type=int, default=0, help="input side (default: the model's)")
     p.add_argument("--data", default="quick,small_vit_cifar",
                    help="experiments whose training data pipeline is timed alone ('' = none)")
     p.add_argument("--data-root", default=None)
@@ -224,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     if models:
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
         print_model_table(models, device, args.batch_size, args.batch_size_224, args.steps, modes)
+    if args.activations:
+        print_activation_table(args.activations.split(","), device, args.activations_batch,
+                               args.activations_size or None)
     if args.data:
         print_data_table(args.data.split(","), device, args.data_root, args.data_workers, args.data_batches)
     if args.policies:
