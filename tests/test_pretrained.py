@@ -11,10 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from vit16.checkpoint import CheckpointError, save_checkpoint
+from vit16.config import ConfigError, load_tables, resolve
+from vit16.experiment import DEFAULT_EXPERIMENTS
 from vit16.models import (
     VisionTransformer, WeightLoadError, from_jax_npz, load_pretrained, read_init, resample_patch_embed,
     to_jax_npz, to_timm, to_torchvision,
@@ -452,3 +455,18 @@ def test_patch16_weights_load_into_a_32px_patch4_model(tmp_path):
     assert torch.equal(dst.patch_embed.proj.bias, src.patch_embed.proj.bias)
     assert torch.equal(dst.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
     assert logits(dst).shape == (3, 5)
+
+
+def test_bilinear_patch_resize_is_the_naive_kernel_resize(tmp_path):
+    """init_patch_resize = "bilinear": the kernel itself resized (FlexiViT's
+    baseline), everything else as with the pseudo-inverse."""
+    src = source_model(img_size=64, patch_size=16)
+    torch.save(to_timm(src.state_dict()), tmp_path / "p16.pth")
+    dst = VisionTransformer(**{**SMALL, "patch_size": 4})
+    notes = load_pretrained(dst, f"timm:{tmp_path / 'p16.pth'}", patch_resize="bilinear")
+    assert notes[1] == "patch embedding resampled from 16x16 to 4x4 pixels (bilinear resize of the kernel)"
+    w = src.patch_embed.proj.weight.detach()
+    assert torch.equal(dst.patch_embed.proj.weight, F.interpolate(w, size=(4, 4), mode="bilinear"))
+    assert not torch.allclose(dst.patch_embed.proj.weight, resample_patch_embed(w, 4))
+    with pytest.raises(ConfigError, match=r"init_patch_resize = 'nearest' must be one of 'pinv', 'bilinear'"):
+        resolve("quick", load_tables(DEFAULT_EXPERIMENTS), ["init_patch_resize=nearest"])

@@ -166,6 +166,7 @@ class ExperimentConfig:
     max_steps: int = 0  # stop after this many optimizer steps (0 = no cap); smoke tests
     checkpoint_minutes: float = 10.0  # last.pt every this many minutes and at the end (0 = every epoch)
     init: str = ""  # initial weights (checkpoint path); "" = random init
+    init_patch_resize: str = "pinv"  # init kernel of another patch size: "pinv" (FlexiViT) or "bilinear"
     ema_decay: float = 0.0  # EMA of the weights, decay per EMA update (0 = off), e.g. 0.9998
     ema_steps: int = 1  # update the EMA every this many optimizer steps (torchvision's --model-ema-steps)
     ema_warmup: bool = False  # the EMA copies the weights until the LR warmup ends

@@ -203,7 +203,7 @@ RANGES: dict[str, dict[str, Range]] = {
 key (``optim.betas``, ``schedule.milestones``) has the range for each item."""
 
 CHOICES: dict[str, dict[str, Choice]] = {
-    "": {"amp": Choice(AMP_MODES)},
+    "": {"amp": Choice(AMP_MODES), "init_patch_resize": Choice(("pinv", "bilinear"))},
     "data": {"auto_augment": Choice(("", *AUTO_AUGMENT_POLICIES)), "label": Choice(CIFAR100_LABELS)},
     "optim": {"name": Choice(OPTIMIZERS, ignore_case=True)},
     "prune": {"method": Choice(("", *PRUNE_METHODS)), "scope": Choice(PRUNE_SCOPES)},

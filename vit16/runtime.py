@@ -179,7 +179,7 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     return MODELS.build(cfg.model.name, num_classes=num_classes, **overrides)
 
 
-def load_init(model: nn.Module, path: str | os.PathLike) -> list[str]:
+def load_init(model: nn.Module, path: str | os.PathLike, patch_resize: str = "pinv") -> list[str]:
     """Load the initial weights ``cfg.init`` names into ``model`` through
     :func:`vit16.models.load_pretrained`: a vit16 checkpoint (``runs/NAME/best.pt``,
     ``last.pt``, any file with a ``model`` state dict), ``torchvision:NAME|PATH``,
@@ -187,7 +187,8 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> list[str]:
     Keys match strictly; a head of another class count (or a pre-logits layer
     the model lacks) is not loaded, so ``model`` keeps its freshly built head
     (zero with ``model.zero_head``, and a ViT loses its pre-logits layer); a
-    ViT ``pos_embed`` on another patch grid is resized.
+    ViT ``pos_embed`` on another patch grid is resized, a patch-embedding
+    kernel of another patch size resampled (``patch_resize``: ``cfg.init_patch_resize``).
 
     Returns:
         human-readable notes of what was adapted (empty when nothing was).
@@ -201,7 +202,7 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> list[str]:
 
     try:
         with distributed.rank0_first():  # published weights are downloaded once, by rank 0
-            return load_pretrained(model, path, progress=dist_env()[0] == 0)
+            return load_pretrained(model, path, progress=dist_env()[0] == 0, patch_resize=patch_resize)
     except ValueError as err:  # WeightLoadError, or a position embedding that is no grid
         raise CheckpointError(str(err)) from None
 

@@ -155,7 +155,7 @@ def _place_model(cfg: ExperimentConfig, rt: Runtime, model: nn.Module | None, da
     model.to(rt.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    init_notes = load_init(model, cfg.init) if cfg.init and ckpt is None else None
+    init_notes = load_init(model, cfg.init, cfg.init_patch_resize) if cfg.init and ckpt is None else None
     return model, init_notes
 
 

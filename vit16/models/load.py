@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vit16.models.vit import VisionTransformer, resample_patch_embed, resize_pos_embed
@@ -22,8 +23,14 @@ def _describe(items: list[str], limit: int = 6) -> str:
     return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+PATCH_RESIZES = ("pinv", "bilinear")
+"""How a patch-embedding kernel of another patch size is resampled: "pinv",
+FlexiViT's pseudo-inverse resize; "bilinear", the naive resize of the kernel
+itself (the baseline FlexiViT's section 3.4 improves on)."""
+
+
 def _adapt_embeddings(model: VisionTransformer, sd: dict[str, torch.Tensor],
-                      own: dict[str, torch.Tensor]) -> list[str]:
+                      own: dict[str, torch.Tensor], patch_resize: str = "pinv") -> list[str]:
     """Resize ``sd``'s position embedding to the model's patch grid and resample
     its patch-embedding kernel to the model's patch size, in place; the notes."""
     notes = []
@@ -36,13 +43,20 @@ def _adapt_embeddings(model: VisionTransformer, sd: dict[str, torch.Tensor],
     if kernel in sd and kernel in own:
         w, target = sd[kernel], own[kernel].shape
         if w.ndim == 4 and w.shape[:2] == target[:2] and w.shape[2:] != target[2:]:
-            sd[kernel] = resample_patch_embed(w, tuple(target[2:]))
+            if patch_resize == "bilinear":
+                sd[kernel] = F.interpolate(w.float(), size=tuple(target[2:]), mode="bilinear",
+                                           align_corners=False).to(w.dtype)
+                how = "bilinear resize of the kernel"
+            else:
+                sd[kernel] = resample_patch_embed(w, tuple(target[2:]))
+                how = "FlexiViT pseudo-inverse resize"
             notes.append(f"patch embedding resampled from {w.shape[2]}x{w.shape[3]} to "
-                         f"{target[2]}x{target[3]} pixels (FlexiViT pseudo-inverse resize)")
+                         f"{target[2]}x{target[3]} pixels ({how})")
     return notes
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> list[str]:
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights",
+                 patch_resize: str = "pinv") -> list[str]:
     """Load ``state_dict`` (vit16 names) into ``model`` strictly, after three
     adaptations for a :class:`VisionTransformer`:
 
@@ -51,7 +65,8 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
       32px patch-4 model) is resampled by FlexiViT's pseudo-inverse resize
       (:func:`~vit16.models.vit.resample_patch_embed`), so that an image patch
       resized to the new size gets (nearly; exactly when the new size is
-      larger) the token the original patch got;
+      larger) the token the original patch got (``patch_resize = "bilinear"``:
+      the kernel itself resized instead, the naive baseline);
     - a head of another class count (or a pre-logits layer the model lacks) is
       not loaded: the model keeps its freshly initialised head (zero when built
       with ``zero_head=True``); a :class:`VisionTransformer` built with a
@@ -67,7 +82,7 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     """
     sd = dict(state_dict)
     own = model.state_dict()
-    notes = _adapt_embeddings(model, sd, own) if isinstance(model, VisionTransformer) else []
+    notes = _adapt_embeddings(model, sd, own, patch_resize) if isinstance(model, VisionTransformer) else []
     swap = False
     head_keys = [k for k in sd if k.split(".")[0] in ("head", "pre_logits", "fc")]
     head_mismatch = any(k not in own or sd[k].shape != own[k].shape for k in head_keys)

@@ -318,9 +318,10 @@ def read_init(spec: str | os.PathLike, model: nn.Module | None = None, *,
         raise _fail(spec, f"not a {layout} ViT state dict{other}: {err.args[0]}") from None
 
 
-def load_pretrained(model: nn.Module, spec: str | os.PathLike, *, progress: bool = True) -> list[str]:
+def load_pretrained(model: nn.Module, spec: str | os.PathLike, *, progress: bool = True,
+                    patch_resize: str = "pinv") -> list[str]:
     """Load the weights ``spec`` names into ``model`` (:func:`read_init`, then
-    :func:`~vit16.models.load_weights`).
+    :func:`~vit16.models.load_weights`, with its ``patch_resize``).
 
     Returns:
         notes of what was adapted (position embedding resized, head swapped).
@@ -333,7 +334,7 @@ def load_pretrained(model: nn.Module, spec: str | os.PathLike, *, progress: bool
     sd, source = read_init(spec, model, progress=progress)
     label = f"init weights {os.fspath(spec)!r} ({source})"
     try:
-        return load_weights(model, sd, source=label)
+        return load_weights(model, sd, source=label, patch_resize=patch_resize)
     except ValueError as err:
         layout = _layout_hint(sd) if source == "checkpoint" else ""
         if layout:  # a foreign file given as a plain path: name the prefix it needs

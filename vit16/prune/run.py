@@ -240,7 +240,7 @@ class _Rounds:
         if r == 0:
             prunable_linears(model)  # a non-ViT fails here, before training
             if self.cfg.init:
-                load_init(model, self.cfg.init)
+                load_init(model, self.cfg.init, self.cfg.init_patch_resize)
             if p.rewind_epoch == 0:
                 self.save_rewind(model, 0)
                 return _RoundPlan(model)
