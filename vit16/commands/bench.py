@@ -207,20 +207,24 @@ def print_data_table(experiments: list[str], device: torch.device, data_root: st
     from vit16.experiment import DEFAULT_EXPERIMENTS
 
     tables = load_tables(DEFAULT_EXPERIMENTS)
-    print("\n| data pipeline (train split, augmentation included) | images/s |")
-    print("|---|---|")
+    print("\n| data pipeline (train split, augmentation included) | micro-batch | images/s | "
+          "host-device copies / micro-batch | aten ops / micro-batch |")
+    print("|---|---|---|---|---|")
     for exp in experiments:
         cfg = resolve(exp, tables, [] if data_root is None else [f"data.root={data_root!r}"])
-        rate = data_throughput(cfg, device, batches)
+        r = data_throughput(cfg, device, batches)
+        micro = cfg.micro_batch_size or cfg.batch_size
         policy = cfg.data.auto_augment or "no policy"
         print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
               f"augment: crop {cfg.data.crop_padding}, {policy}, "
-              f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {rate:,.0f} |", flush=True)
+              f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {micro} | "
+              f"{r['images_per_s']:,.0f} | {r['copies']} | {r['aten_ops']} |", flush=True)
         if workers > 0:
             cfg.data.device_resident, cfg.data.num_workers = False, workers
             base = data_throughput(cfg, device, batches)
-            print(f"| the same through the DataLoader, {workers} workers | {base:,.0f} "
-                  f"(the row above is {rate / base:.1f}x) |", flush=True)
+            print(f"| the same through the DataLoader, {workers} workers (the row above is "
+                  f"{r['images_per_s'] / base['images_per_s']:.1f}x) | {micro} | {base['images_per_s']:,.0f} | "
+                  f"{base['copies']} | {base['aten_ops']} |", flush=True)
 
 
 @reports_user_errors

@@ -126,17 +126,28 @@ def _device_upsampling(dcfg, stored: int, table: str) -> tuple[int | None, int |
 
 
 def data_throughput(cfg, device: torch.device, batches: int = 50, data_root: str | None = None,
-                    micro_batch_size: int | None = None, warmup: int = 3) -> float:
-    """Images per second of the training loader alone, augmentation included.
+                    micro_batch_size: int | None = None, warmup: int = 3) -> dict[str, float]:
+    """Images per second of the training loader alone, augmentation included,
+    and what one micro-batch costs in calls.
 
     Builds the data (decode cache included, not timed), skips ``warmup``
     micro-batches (worker start-up), then times ``batches`` micro-batches,
     crossing epochs if needed; CUDA work is synchronised before the clock stops.
+    One more micro-batch, untimed, is counted.
     ``micro_batch_size`` as in :func:`build_data` (default: the trainer's).
+
+    Returns:
+        ``{"images_per_s", "copies", "aten_ops"}``: training images/s; the
+        host-to-device copies and the top-level aten ops (views included) of
+        one micro-batch in this process (:mod:`vit16.data.policy_bench`'s
+        counters; a DataLoader worker's work is not in them; the first
+        micro-batch of an epoch also copies the epoch's sample order).
 
     Raises:
         everything :func:`build_data` raises.
     """
+    from vit16.data.policy_bench import count_aten_ops, count_transfers
+
     device = torch.device(device)
     loader = build_data(cfg, device, data_root=data_root, micro_batch_size=micro_batch_size).train
 
@@ -144,19 +155,22 @@ def data_throughput(cfg, device: torch.device, batches: int = 50, data_root: str
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    seen, epoch, images = 0, 0, 0
-    t0 = time.perf_counter()
-    while seen < warmup + batches:
-        loader.set_epoch(epoch)
-        for x, _ in loader:
-            seen += 1
-            if seen == warmup:
-                sync()
-                t0 = time.perf_counter()
-            elif seen > warmup:
-                images += x.shape[0]
-            if seen >= warmup + batches:
-                break
-        epoch += 1
+    def endless():
+        epoch = 0
+        while True:
+            loader.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    stream = endless()
+    for _ in range(warmup):
+        next(stream)
     sync()
-    return images / (time.perf_counter() - t0)
+    t0, images = time.perf_counter(), 0
+    for _ in range(batches):
+        images += next(stream)[0].shape[0]
+    sync()
+    rate = images / (time.perf_counter() - t0)
+    copies = count_transfers(lambda: next(stream))
+    ops = count_aten_ops(lambda: next(stream))
+    return {"images_per_s": rate, "copies": copies, "aten_ops": ops}
