@@ -16,7 +16,7 @@ from pathlib import Path
 from vit16.data.roots import DataNotFoundError, not_found
 from vit16.registry import DATASETS
 
-__all__ = ["LAYOUTS", "Layouts", "check_present", "find_layout", "not_present"]
+__all__ = ["LAYOUTS", "Layouts", "check_present", "find_layout", "locate", "not_present"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,25 @@ def not_present(name: str, root: Path, experiment: str = "") -> DataNotFoundErro
     layouts = LAYOUTS[DATASETS.canonical(name)]
     tried = list(dict.fromkeys(root / p.rstrip("/") for paths in layouts.options.values() for p in paths))
     return not_found(DATASETS.canonical(name), tried, experiment, layouts.hint.replace("{root}", str(root.absolute())))
+
+
+def locate(name: str, root: Path, experiment: str = "", download=None) -> str | None:
+    """The layout of data set ``name`` under ``root`` (:func:`find_layout`), for
+    a builder about to read it. When none is there, ``download()`` (the builder's
+    download, passed only when ``data.download`` is set) fetches it first and
+    the layout found after it is returned.
+
+    Raises:
+        DataNotFoundError: no layout is there and there is no ``download``
+            (:func:`not_present`'s line).
+    """
+    layout = find_layout(name, root)
+    if layout is not None:
+        return layout
+    if download is None:
+        raise not_present(name, root, experiment)
+    download()
+    return find_layout(name, root)
 
 
 def check_present(data, root: Path, experiment: str = "") -> None:

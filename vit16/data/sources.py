@@ -9,13 +9,14 @@ normalisation statistics. Splitting off validation data is
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vit16.data import cache, decode
-from vit16.data.presence import find_layout, not_present
+from vit16.data.presence import locate
 from vit16.data.roots import BadDataError, DataNotFoundError, check_arrays, check_cifar100_npz
 from vit16.registry import DATASETS
 
@@ -225,11 +226,8 @@ def cifar10(cfg, root: Path, experiment: str = "") -> Source:
             not decode or are not 32x32, damaged batches, labels out of range.
     """
     pickles, folder = root / "cifar-10-batches-py", root / "cifar10"
-    if find_layout("cifar10", root) is None:
-        if not cfg.download:
-            raise not_present("cifar10", root, experiment)
-        download_official("cifar10", root)
-    if find_layout("cifar10", root) == "pickles":
+    fetch = functools.partial(download_official, "cifar10", root) if cfg.download else None
+    if locate("cifar10", root, experiment, fetch) == "pickles":
         a = _pickle_arrays("cifar10", pickles, _C10_TRAIN, ["test_batch"], "batches.meta",
                            {"labels": ("label_names", 10)})
         x_tr, y_tr, x_te, y_te = a["x_train"], a["y_train:labels"], a["x_test"], a["y_test:labels"]
@@ -260,11 +258,8 @@ def cifar100(cfg, root: Path, experiment: str = "") -> Source:
     if cfg.label not in ("fine", "coarse"):
         raise ValueError(f"cifar100: label = {cfg.label!r}; expected 'fine' or 'coarse'")
     pickles, npz, folder = root / "cifar-100-python", root / "cifar100.npz", root / "cifar100"
-    if find_layout("cifar100", root) is None:
-        if not cfg.download:
-            raise not_present("cifar100", root, experiment)
-        download_official("cifar100", root)
-    coarse, layout = cfg.label == "coarse", find_layout("cifar100", root)
+    fetch = functools.partial(download_official, "cifar100", root) if cfg.download else None
+    coarse, layout = cfg.label == "coarse", locate("cifar100", root, experiment, fetch)
     if layout == "pickles":
         a = _pickle_arrays("cifar100", pickles, ["train"], ["test"], "meta",
                            {"fine_labels": ("fine_label_names", 100), "coarse_labels": ("coarse_label_names", 20)},
@@ -306,8 +301,7 @@ def imagenet(cfg, root: Path, experiment: str = "") -> Source:
         ValueError: train/ and val/ have different classes.
     """
     folder = root / "imagenet"
-    if find_layout("imagenet", root) is None:
-        raise not_present("imagenet", root, experiment)
+    locate("imagenet", root, experiment)  # never downloaded
     tr_files, tr_labels, classes, _ = decode.list_image_folder(folder / "train")
     te_files, te_labels, te_classes, _ = decode.list_image_folder(folder / "val")
     if te_classes != classes:

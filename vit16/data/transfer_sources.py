@@ -29,7 +29,7 @@ import numpy as np
 
 from vit16.config import ConfigError
 from vit16.data import decode
-from vit16.data.presence import find_layout, not_present
+from vit16.data.presence import locate
 from vit16.data.roots import BadDataError, DataNotFoundError
 from vit16.data.sources import IMAGENET_STATS, Source, Split
 from vit16.registry import DATASETS
@@ -74,9 +74,7 @@ def imagefolder(cfg, root: Path, experiment: str = "") -> Source:
         BadDataError: the two splits have different class folders (one line
             naming the differences), or a class folder holds no images.
     """
-    train_dir, held = root / "train", find_layout("imagefolder", root)  # "test", else "val"
-    if held is None:
-        raise not_present("imagefolder", root, experiment)
+    train_dir, held = root / "train", locate("imagefolder", root, experiment)  # "test", else "val"
     tr_files, tr_labels, classes, _ = decode.list_image_folder(train_dir)
     te_files, te_labels, te_classes, _ = decode.list_image_folder(root / held)
     if te_classes != classes:
@@ -178,11 +176,11 @@ def oxford_pets(cfg, root: Path, experiment: str = "") -> Source:
 
     folder = root / PETS_DIR
     images, splits = folder / "images", [folder / "annotations" / f"{s}.txt" for s in ("trainval", "test")]
-    if find_layout("oxford_pets", root) is None:
-        if not cfg.download:
-            raise not_present("oxford_pets", root, experiment)
+    def fetch() -> None:
         _download("oxford_pets", root,
                   lambda: torchvision.datasets.OxfordIIITPet(str(root), split="trainval", download=True))
+
+    locate("oxford_pets", root, experiment, fetch if cfg.download else None)
     train, test = (read_pets_split(p) for p in splits)
     names = pets_class_names(train, splits[0])
     out = []
@@ -265,11 +263,10 @@ def flowers102(cfg, root: Path, experiment: str = "") -> Source:
 
     folder = root / FLOWERS_DIR
     need = [folder / "jpg", folder / "imagelabels.mat", folder / "setid.mat"]
-    if find_layout("flowers102", root) is None:
-        if not cfg.download:
-            raise not_present("flowers102", root, experiment)
-        _download("flowers102", root,
-                  lambda: torchvision.datasets.Flowers102(str(root), split="test", download=True))
+    def fetch() -> None:
+        _download("flowers102", root, lambda: torchvision.datasets.Flowers102(str(root), split="test", download=True))
+
+    locate("flowers102", root, experiment, fetch if cfg.download else None)
     labels = _loadmat(need[1], ("labels",))["labels"] - 1
     if labels.size == 0 or labels.min() < 0 or labels.max() >= FLOWERS_CLASSES:
         found = f"{labels.min() + 1}..{labels.max() + 1}" if labels.size else "none"
