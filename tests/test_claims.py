@@ -118,6 +118,11 @@ def test_bad_claims_files_are_one_line(tmp_path, text, message):
         load_claims(path)
 
 
+def test_a_missing_claims_file_names_the_fix(tmp_path):
+    with pytest.raises(ClaimsFileError, match=r"no such file; pass a claims file such as results/claims.toml"):
+        load_claims(tmp_path / "nope.toml")
+
+
 def test_report_claims_writes_the_verdicts_before_the_summary(tmp_path, capsys):
     table = tmp_path / "results.md"
     for r in rows("cnn", "r20", [80, 81, 82]) + rows("vit", "vq", [60, 61, 62]):

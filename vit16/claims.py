@@ -97,11 +97,14 @@ def load_claims(path: str | Path) -> list[Claim]:
     """The claims of a TOML file (``[[claim]]`` tables, keys of :class:`Claim`).
 
     Raises:
-        FileNotFoundError: no such file.
-        ClaimsFileError: bad TOML, a missing key or an unknown ``kind`` (names the claim).
+        ClaimsFileError: no such file, bad TOML, a missing key or an unknown
+            ``kind`` (names the claim).
     """
     try:
         entries = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("claim", [])
+    except FileNotFoundError:
+        raise ClaimsFileError(f"--claims {path}: no such file; pass a claims file such as "
+                              "results/claims.toml") from None
     except tomllib.TOMLDecodeError as err:
         raise ClaimsFileError(f"{path}: not valid TOML ({err})") from None
     claims = []
