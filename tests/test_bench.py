@@ -58,3 +58,19 @@ def test_grad_checkpointing_keeps_less_for_the_backward(capsys):
                        "--activations", "vit_quick", "--activations-batch", "2"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| vit_quick |"))
     assert row.split("|")[2].strip() == "32" and row.strip().endswith("% |")
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
+def test_importing_vit16_first_turns_on_huge_pages_unless_told_not_to(preset, expected):
+    """``import vit16`` before torch sets PyTorch's THP_MEM_ALLOC_ENABLE=1
+    (results/BENCH_CPU.md: the 224px CPU pipeline); a value the user set stays."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if preset is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = preset
+    code = "import os, vit16, torch; torch.zeros(1 << 20); print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -371,8 +371,12 @@ def test_upsample_kernels_agree_within_one_grey_level():
     x = torch.stack([127.5 + 120 * torch.sin(xx / f + c) * torch.cos(yy / (f + 1))
                      for f in (2.0, 3.0, 5.0, 8.0) for c in range(3)]).view(4, 3, 32, 32).round().to(torch.uint8)
     a, b = augment.upsample(x, 224, "uint8"), augment.upsample(x, 224, "float")
-    assert a.dtype == b.dtype == torch.uint8 and a.shape == (4, 3, 224, 224) and a.is_contiguous()
+    assert a.dtype == b.dtype == torch.uint8 and a.shape == (4, 3, 224, 224)
+    assert a.is_contiguous(memory_format=torch.channels_last)  # the uint8 kernel's layout, not copied
     assert (a.int() - b.int()).abs().max() <= 1
+    x = augment.normalize(a, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # reads any layout, writes NCHW
+    assert x.is_contiguous()
+    assert torch.allclose(x, (a.contiguous().float() / 255 - 0.5) / 0.25, atol=1e-5)
 
 
 def test_upsampled_device_path_crops_in_stored_pixels(data_c10_folder):

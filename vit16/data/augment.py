@@ -43,10 +43,12 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     if offsets.device != dev or flips.device != dev:  # one host-device copy
         packed = to_device(torch.cat([offsets, flips[:, None].long()], 1), dev)
         offsets, flips = packed[:, :2], packed[:, 2].bool()
-    cols = torch.arange(w, device=dev).expand(b, w)
-    cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]
-    rows = torch.arange(h, device=dev)[None, :] + offsets[:, 0:1]
-    flat = (rows[:, :, None] * pw + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    # flat index into the padded image: one (H, W) grid per orientation, shifted per sample
+    cols = torch.arange(w, device=dev)
+    grid = torch.arange(h, device=dev)[:, None] * pw
+    plain, mirrored = (grid + cols).view(1, h * w), (grid + (w - 1 - cols)).view(1, h * w)
+    shift = offsets[:, 0:1] * pw + offsets[:, 1:2]
+    flat = torch.where(flips[:, None], mirrored, plain).add_(shift).view(b, 1, h * w).expand(b, c, h * w)
     return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
 
 
@@ -75,23 +77,31 @@ def upsample(images: torch.Tensor, size: int, kernel: str | None = None) -> torc
     ``v2.Resize(size, BICUBIC, antialias=True)``; within one grey level of it).
 
     ``kernel``: "uint8" runs torch's uint8 kernel on a channels-last copy
-    (about 20x the float kernel's images/s on one CPU core; CPU only), "float"
+    (about 20x the float kernel's images/s on one CPU core; CPU only) and
+    returns its channels-last result as it is (:func:`normalize` reads any
+    layout; a contiguous copy would cost more than the resize), "float"
     the float kernel, rounded and clamped to uint8 (CUDA has no uint8 bicubic);
     default "uint8" on the CPU, else "float". The two agree within one grey level.
     """
     kernel = kernel or ("uint8" if images.device.type == "cpu" else "float")
     if kernel == "uint8":
-        x = F.interpolate(images.contiguous(memory_format=torch.channels_last), size=(size, size),
-                          mode="bicubic", antialias=True)
-        return x.contiguous()
+        return F.interpolate(images.contiguous(memory_format=torch.channels_last), size=(size, size),
+                             mode="bicubic", antialias=True)
     x = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True)
     return x.clamp_(0, 255).round_().to(torch.uint8)
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (B, 3, H, W) in [0, 255] -> float32 ``(x / 255 - mean) / std``, same device."""
-    m, s = normalize_constants(mean, std, images.device)
-    return (images.float() - m) / s
+    """uint8 (B, 3, H, W) in [0, 255], any memory layout -> contiguous float32
+    ``(x / 255 - mean) / std``, same device."""
+    return normalize_with(images, normalize_constants(mean, std, images.device))
+
+
+def normalize_with(images: torch.Tensor, constants: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """:func:`normalize` with the constants of :func:`normalize_constants`
+    built once: one new contiguous float32 tensor, the rest in place."""
+    x = torch.empty(images.shape, device=images.device).copy_(images)
+    return x.sub_(constants[0]).div_(constants[1])
 
 
 def normalize_constants(mean: Sequence[float], std: Sequence[float], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,10 +156,10 @@ def erase(x: torch.Tensor, box: torch.Tensor, inplace: bool = False) -> torch.Te
     h, w = x.shape[2:]
     top, bottom, left, right, apply = box if box.device == x.device else to_device(box, x.device)
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-    in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None])
+    in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None]) & apply.bool()[:, None]
     in_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])
-    mask = in_rows[:, :, None] & in_cols[:, None, :] & apply.bool()[:, None, None]
-    return x.masked_fill_(mask[:, None], 0.0) if inplace else x.masked_fill(mask[:, None], 0.0)
+    keep = (~(in_rows[:, :, None] & in_cols[:, None, :]))[:, None].to(x.dtype)  # (B, 1, H, W) of 0 / 1
+    return x.mul_(keep) if inplace else x * keep  # a float multiply: several times a broadcast masked_fill
 
 
 def cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -195,7 +205,7 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
             lam = 1.0 - (bottom - top) * (right - left) / (x.shape[2] * x.shape[3])
         else:
             lam = float(rng.beta(mixup_alpha, mixup_alpha))
-            x = x.mul(lam).add_(x.flip(0).mul_(1.0 - lam))  # = x * lam + x.flip(0) * (1 - lam), fewer copies
+            x = torch.lerp(x.flip(0), x, lam)  # = x * lam + x.flip(0) * (1 - lam), in two passes
     return x, onehot * lam + onehot.flip(0) * (1.0 - lam), lam
 
 
@@ -336,7 +346,7 @@ class BatchAugment:
             images = upsample(images, self.out_size)
         if self.constants is None or self.constants[0].device != images.device:
             self.constants = normalize_constants(self.mean, self.std, images.device)
-        x = images.float().sub_(self.constants[0]).div_(self.constants[1])  # = normalize(), in place
+        x = normalize_with(images, self.constants)
         if cfg.random_erasing > 0:
             x = erase(x, packed[start:start + 5 * b].view(5, b).long(), inplace=True)  # x is ours
         if not self.mixing:

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from vit16.data.augment import BatchAugment, normalize, upsample
+from vit16.data.augment import BatchAugment, normalize_constants, normalize_with, upsample
 from vit16.data.sampling import STREAM_WORKERS, EpochSampler, derive_seed
 from vit16.data.sources import Split
 from vit16.data.transforms import SplitDataset
@@ -97,7 +97,7 @@ class DeviceTrainLoader(TrainLoader):
         for b in range(start, len(self)):
             idx = batches[b]
             gen = self.sampler.batch_generator(epoch, b)
-            yield self.augment(self.images[idx], self.labels[idx], gen)
+            yield self.augment(self.images.index_select(0, idx), self.labels.index_select(0, idx), gen)
 
 
 class _SeededBatchSampler(Sampler):
@@ -167,7 +167,7 @@ class EvalLoader:
         self.device = torch.device(device)
         self.out_size = out_size
         self.batch_size = batch_size
-        self.mean, self.std = mean, std
+        self.constants = normalize_constants(mean, std, self.device)  # built once, not per batch
         self.num_samples = len(split)
         self.loader = None
         if dataset is None:
@@ -187,8 +187,8 @@ class EvalLoader:
                 imgs = self.images[i : i + self.batch_size]
                 if self.out_size:
                     imgs = upsample(imgs, self.out_size)
-                yield normalize(imgs, self.mean, self.std), self.labels[i : i + self.batch_size]
+                yield normalize_with(imgs, self.constants), self.labels[i : i + self.batch_size]
             return
         for imgs, labels in self.loader:
             imgs = imgs.to(self.device, non_blocking=True)
-            yield normalize(imgs, self.mean, self.std), labels.to(self.device, non_blocking=True)
+            yield normalize_with(imgs, self.constants), labels.to(self.device, non_blocking=True)
