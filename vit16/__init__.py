@@ -10,7 +10,7 @@ environment already sets it: PyTorch's own switch (since 2.2) to back CPU
 tensors of 2 MiB and more with transparent huge pages. Each fresh allocation
 above glibc's 32 MiB mmap limit (a 64 x 3 x 224 x 224 float32 batch is
 38.5 MiB) otherwise takes one page fault per 4 KiB; measured in
-results/BENCH_CPU.md: the CPU data pipeline of CIFAR at 224 about 1.5x
+results/BENCH_CPU.md: the CPU data pipeline of CIFAR at 224 about 1.6x
 faster, 32px training unchanged within noise. ``THP_MEM_ALLOC_ENABLE=0``
 turns it off.
 """
