@@ -98,6 +98,39 @@ def test_close_needs_the_difference_and_its_noise_within_bound(tmp_path):
     assert verdicts(tmp_path, table)["close"].verdict.startswith("not confirmed: |d| + 2 se = 3.82")
 
 
+GAIN = '''
+[[claim]]
+name = "gain"
+claim = "pre-training helps the ViT more than the CNN"
+course = "-"
+paper = "Sec. 4.2"
+scale = "tiny"
+kind = "gain_greater"
+a = "vit_ft"
+b = "vit"
+than_a = "cnn_ft"
+than_b = "cnn"
+'''
+
+
+def test_gain_greater_compares_two_differences(tmp_path):
+    (tmp_path / "gain.toml").write_text(GAIN)
+    claims = load_claims(tmp_path / "gain.toml")
+    table = (rows("vit_ft", "vq", [70, 71, 72]) + rows("vit", "vq", [60, 61, 62])
+             + rows("cnn_ft", "r20", [82, 83, 84]) + rows("cnn", "r20", [80, 81, 82]))
+    (v,) = judge_rows(claims, table)
+    assert v.ours.endswith("; gains +10.00 vs +2.00")
+    assert v.verdict.startswith("confirmed: d = +8.00 points > 2 se = 2.31")  # se = sqrt(4 / 3)
+    (v,) = judge_rows(claims, table[:9])  # cnn: no rows
+    assert v.verdict == "not measured at this scale: fewer than 3 seeds (cnn: n=0)"
+
+
+def test_gain_greater_needs_the_other_gain(tmp_path):
+    (tmp_path / "gain.toml").write_text(GAIN.replace('than_b = "cnn"\n', ""))
+    with pytest.raises(ClaimsFileError, match=r"claim 1 \(gain\): kind = 'gain_greater' needs than_a and than_b"):
+        load_claims(tmp_path / "gain.toml")
+
+
 def test_a_side_with_rows_of_two_models_must_name_one(tmp_path):
     table = rows("cnn", "r20", [80, 81, 82]) + rows("cnn", "old_name", [79]) + rows("vit", "vq", [60, 61, 62])
     with pytest.raises(ClaimsFileError, match=r"rows of cnn are of several models \(old_name, r20\); "

@@ -12,6 +12,9 @@ sample std of test top-1 %) and a verdict:
   grows (the paper's data-size effect, Fig. 3 and 4); the effect is
   d = lead at the smallest value - lead at the largest.
 - ``kind = "close"``: ``a`` and ``b`` within ``within`` points: d = |mean(a) - mean(b)|.
+- ``kind = "gain_greater"``: the gain of ``a`` over ``b`` exceeds the gain of
+  ``than_a`` over ``than_b`` (e.g. pre-training helps the ViT more than the
+  ResNet): d = (mean(a) - mean(b)) - (mean(than_a) - mean(than_b)).
 
 With se the standard error of d (from the groups' sample stds and n), a
 claim is **confirmed** when d > 2 se (for ``close``: d + 2 se <= within),
@@ -35,7 +38,7 @@ __all__ = ["KINDS", "MIN_SEEDS", "Claim", "ClaimsFileError", "Side", "Verdict", 
 
 MIN_SEEDS = 3
 """Seeds each side needs before a verdict is given."""
-KINDS = ("greater", "gap_shrinks", "close")
+KINDS = ("greater", "gap_shrinks", "close", "gain_greater")
 METRIC = "test_top1"
 
 
@@ -71,6 +74,8 @@ class Claim:
     group_by: str = ""
     within: float = 0.0
     needs: str = ""  # why it may not be measurable here ("a GPU: vitb16_cifar_scratch")
+    than_a: Side | None = None  # gain_greater: the gain a - b is compared with than_a - than_b
+    than_b: Side | None = None
 
 
 @dataclass
@@ -117,9 +122,12 @@ def load_claims(path: str | Path) -> list[Claim]:
             raise ClaimsFileError(f"{where}: kind = {e['kind']!r}; expected one of {', '.join(KINDS)}")
         if e["kind"] == "gap_shrinks" and not e.get("group_by"):
             raise ClaimsFileError(f"{where}: kind = 'gap_shrinks' needs group_by (e.g. 'data.fraction')")
+        if e["kind"] == "gain_greater" and not ("than_a" in e and "than_b" in e):
+            raise ClaimsFileError(f"{where}: kind = 'gain_greater' needs than_a and than_b (the gain it beats)")
+        than = {k: _side(f"{where}: {k}", e[k]) for k in ("than_a", "than_b") if k in e}
         claims.append(Claim(e["name"], e["claim"], e["course"], e["paper"], e["scale"], e["kind"],
                             _side(f"{where}: a", e["a"]), _side(f"{where}: b", e["b"]),
-                            e.get("group_by", ""), float(e.get("within", 0.0)), e.get("needs", "")))
+                            e.get("group_by", ""), float(e.get("within", 0.0)), e.get("needs", ""), **than))
     return claims
 
 
@@ -177,17 +185,24 @@ def _commits(groups: Sequence[Group]) -> list[str]:
     return sorted({r.get("git_commit", "") for g in groups for r in g.rows} - {""})
 
 
-def _judge_pair(claim: Claim, groups: Sequence[Group]) -> Verdict:
-    a, b = _pick(groups, claim.a), _pick(groups, claim.b)
-    sa, sb = (Group("", "", (), rows=[r for g in side for r in g.rows]).stats(METRIC) for side in (a, b))
-    ours = "; ".join(f"{side.text()} {_ms(s)}" for side, s in ((claim.a, sa), (claim.b, sb)) if s.n)
-    why = _unmeasured(claim, {claim.a.experiment: sa, claim.b.experiment: sb})
+def _judge_means(claim: Claim, groups: Sequence[Group]) -> Verdict:
+    """``greater`` and ``close`` (sides a, b) and ``gain_greater`` (a, b, than_a, than_b)."""
+    sides = (claim.a, claim.b) + ((claim.than_a, claim.than_b) if claim.kind == "gain_greater" else ())
+    picked = [_pick(groups, side) for side in sides]
+    stats = [Group("", "", (), rows=[r for g in side for r in g.rows]).stats(METRIC) for side in picked]
+    used = [g for side in picked for g in side]
+    ours = "; ".join(f"{side.text()} {_ms(s)}" for side, s in zip(sides, stats) if s.n)
+    why = _unmeasured(claim, {side.experiment: s for side, s in zip(sides, stats)})
     if why:
-        return Verdict(claim, ours or "no rows", why, _commits([*a, *b]))
-    d = sa.mean - sb.mean
-    d = abs(d) if claim.kind == "close" else d
-    return Verdict(claim, f"{ours}; d = {sa.mean - sb.mean:+.2f}", _decide(d, _se(sa, sb), claim),
-                   _commits([*a, *b]))
+        return Verdict(claim, ours or "no rows", why, _commits(used))
+    d = stats[0].mean - stats[1].mean
+    if claim.kind == "gain_greater":
+        than = stats[2].mean - stats[3].mean
+        ours, d = f"{ours}; gains {d:+.2f} vs {than:+.2f}", d - than
+    else:
+        ours = f"{ours}; d = {d:+.2f}"
+    return Verdict(claim, ours, _decide(abs(d) if claim.kind == "close" else d, _se(*stats), claim),
+                   _commits(used))
 
 
 def _judge_gap(claim: Claim, groups: Sequence[Group]) -> Verdict:
@@ -217,7 +232,7 @@ def judge(claim: Claim, groups: Sequence[Group], grouped_by: Sequence[Group] = (
     same rows grouped by ``claim.group_by``)."""
     if claim.kind == "gap_shrinks":
         return _judge_gap(claim, grouped_by)
-    return _judge_pair(claim, groups)
+    return _judge_means(claim, groups)
 
 
 def judge_rows(claims: Sequence[Claim], rows: Sequence[dict[str, str]],
