@@ -380,6 +380,13 @@ def test_every_pruning_table_resolves():
     rsst = resolve("rsst_vit_tiny_cifar10", tables)
     assert (rsst.prune.rounds, rsst.prune.rate, rsst.prune.reg, rsst.prune.reg_exponent, rsst.epochs) == (16, 0.2, 1.0, 4.0, 80)
     assert resolve("rsst_vit_base_imagenet", tables).init == "timm:vit_base_patch16_224"
+    for method in ("imp", "refill", "rsst"):  # RSST's pretrained = true: ImageNet weights, patch 16 -> 4
+        for size in ("small", "base"):
+            for data in ("cifar10", "cifar100"):
+                cfg = resolve(f"{method}_vit_{size}_{data}", tables)
+                assert (cfg.init, cfg.init_patch_resize, cfg.model.name, cfg.data.name, cfg.prune.method) == (
+                    f"timm:vit_{size}_patch16_224.augreg_in21k_ft_in1k", "pinv", f"vit_{size}", data, method)
+        assert resolve(f"{method}_vit_small_cifar10", tables, ["init="]).init == ""  # pretrained = false
     with pytest.raises(ConfigError, match="unknown key 'rouds'"):
         resolve("imp_quick", tables, ["prune.rouds=3"])
 
