@@ -35,21 +35,28 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     Returns:
         (B, C, H, W), same dtype and device: sample ``i`` is
         ``pad(images[i])[:, top:top+H, left:left+W]``, mirrored if ``flips[i]``.
+
+    The padded batch and its mirror image are written into one buffer, and
+    every output row (W contiguous values) is one window of it: a single
+    ``index_select`` of B * C * H rows (a mirrored crop at ``left`` is the
+    mirror's crop at ``2 * padding - left``). Integer copies only: exact.
     """
     b, c, h, w = images.shape
     dev = images.device
-    padded = F.pad(images, (padding,) * 4) if padding > 0 else images
-    pw = w + 2 * padding
     if offsets.device != dev or flips.device != dev:  # one host-device copy
         packed = to_device(torch.cat([offsets, flips[:, None].long()], 1), dev)
         offsets, flips = packed[:, :2], packed[:, 2].bool()
-    # flat index into the padded image: one (H, W) grid per orientation, shifted per sample
-    cols = torch.arange(w, device=dev)
-    grid = torch.arange(h, device=dev)[:, None] * pw
-    plain, mirrored = (grid + cols).view(1, h * w), (grid + (w - 1 - cols)).view(1, h * w)
-    shift = offsets[:, 0:1] * pw + offsets[:, 1:2]
-    flat = torch.where(flips[:, None], mirrored, plain).add_(shift).view(b, 1, h * w).expand(b, c, h * w)
-    return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
+    ph, pw = h + 2 * padding, w + 2 * padding
+    both = images.new_zeros(2 * b, c, ph, pw)  # the padded batch, then its mirror
+    both[:b, :, padding:padding + h, padding:padding + w] = images
+    both[b:, :, padding:padding + h, padding:padding + w] = images.flip(3)
+    source = torch.arange(b, device=dev).add_(flips.long(), alpha=b)
+    left = torch.where(flips, 2 * padding - offsets[:, 1], offsets[:, 1])
+    channel_row = (source[:, None] * c + torch.arange(c, device=dev)) * ph  # (B, C)
+    start = (channel_row[:, :, None] + (offsets[:, 0:1, None] + torch.arange(h, device=dev))) * pw
+    flat = both.view(-1)
+    windows = flat.as_strided((flat.numel() - w + 1, w), (1, 1))  # row j: flat[j:j + w]
+    return windows.index_select(0, start.add_(left[:, None, None]).view(-1)).view(b, c, h, w)
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -156,10 +163,12 @@ def erase(x: torch.Tensor, box: torch.Tensor, inplace: bool = False) -> torch.Te
     h, w = x.shape[2:]
     top, bottom, left, right, apply = box if box.device == x.device else to_device(box, x.device)
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-    in_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None]) & apply.bool()[:, None]
-    in_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])
-    keep = (~(in_rows[:, :, None] & in_cols[:, None, :]))[:, None].to(x.dtype)  # (B, 1, H, W) of 0 / 1
-    return x.mul_(keep) if inplace else x * keep  # a float multiply: several times a broadcast masked_fill
+    in_rows = ((rows >= top[:, None]) & (rows < bottom[:, None]) & apply.bool()[:, None]).to(x.dtype)
+    in_cols = ((cols >= left[:, None]) & (cols < right[:, None])).to(x.dtype)
+    # (B, 1, H, W) of 0 / 1 as 1 - an outer product: float ops, several times
+    # faster on a CPU than the same mask built with boolean ops, or a masked_fill
+    keep = torch.mul(in_rows[:, None, :, None], in_cols[:, None, None, :]).neg_().add_(1)
+    return x.mul_(keep) if inplace else x * keep
 
 
 def cutmix_box(h: int, w: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -205,7 +214,7 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
             lam = 1.0 - (bottom - top) * (right - left) / (x.shape[2] * x.shape[3])
         else:
             lam = float(rng.beta(mixup_alpha, mixup_alpha))
-            x = torch.lerp(x.flip(0), x, lam)  # = x * lam + x.flip(0) * (1 - lam), in two passes
+            x = x.flip(0).lerp_(x, lam)  # = x * lam + x.flip(0) * (1 - lam): one copy, one in-place pass
     return x, onehot * lam + onehot.flip(0) * (1.0 - lam), lam
 
 

@@ -75,16 +75,23 @@ def equalize_lut(index: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 256): PIL's histogram-equalisation table of each row of
     ``index`` int64 (N, P) (one image channel's pixel values), as
     ``torchvision.transforms.v2.functional.equalize``: the identity where the
-    step (pixels outside the top bin / 255) is 0. Histograms by one ``scatter_add_``."""
+    step (pixels outside the top bin / 255) is 0. Histograms by one ``scatter_add_``.
+
+    Counted and divided in float32, which is exact for images of up to 4
+    million pixels (2048 x 2048): every count is an integer below 2 ** 22, and
+    a true quotient below an integer k is below it by at least 1 / divisor,
+    more than half a float32 step at k, so floor() gives what integer
+    division gives; float arithmetic runs vectorised where integer division
+    does not."""
     n, pixels = index.shape
-    hist = torch.zeros(n, 256, dtype=torch.int32, device=index.device)
-    hist.scatter_add_(1, index, torch.ones(1, dtype=torch.int32, device=index.device).expand(n, pixels))
+    ones = torch.ones(1, device=index.device).expand(n, pixels)
+    hist = torch.zeros(n, 256, device=index.device).scatter_add_(1, index, ones)
     cum = hist.cumsum(1)
-    top = hist.gather(1, cum.argmax(1, keepdim=True))
-    step = torch.div(pixels - top, 255, rounding_mode="floor")
-    lut = torch.div(cum[:, :-1] + step // 2, step.clamp(min=1), rounding_mode="floor").clamp_(0, 255)
-    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut], 1)
-    ident = torch.arange(256, device=index.device, dtype=lut.dtype).expand(n, 256)
+    top = hist.gather(1, cum.argmax(1, keepdim=True))  # the count of the last non-empty bin
+    step = torch.sub(pixels, top).div_(255).floor_()
+    # (pixels below each value + step // 2) // step: the exclusive cumulative count is cum - hist
+    lut = (cum - hist).add_(step.div(2).floor_()).div_(step.clamp(min=1)).floor_().clamp_(0, 255)
+    ident = torch.arange(256, device=index.device, dtype=lut.dtype)
     return torch.where(step != 0, lut, ident).to(torch.uint8)
 
 
