@@ -16,6 +16,9 @@ the batch order), and every family runs once on its block of rows:
 - Color and Sharpness: a blend with the grey image or with the 3x3 smoothed
   image.
 
+The geometric, Color and Sharpness rows are one block, converted to float32
+once and cast back to uint8 once per stage (the pointwise rows come first).
+
 Identity rows are not touched. Blocks of host-known size, rather than
 ``torch.where`` masks over the whole batch, run each op once per sample
 instead of every op on every sample (a uint8 ``torch.where`` over a
@@ -36,7 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vit16.data.policy_plan import LUT_OPS, BatchPlan, plan
+from vit16.data.policy_plan import FLOAT_FAMILIES, LUT_OPS, BatchPlan, plan
 from vit16.data.policy_space import GEOMETRIC, PolicyDraw
 
 def base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -49,14 +52,15 @@ def base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     return grid.view(1, h * w, 3)
 
 
-def affine_nearest(images: torch.Tensor, theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Warp uint8 (B, C, H, W) by per-sample inverse maps ``theta`` float32 (B, 3, 2)
-    (from :func:`~vit16.data.policy_plan.stage_params`), nearest neighbour, zero outside; ``grid`` is
-    :func:`base_grid`. Returns uint8 (B, C, H, W)."""
-    b, _, h, w = images.shape
+def affine_nearest(x: torch.Tensor, theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Warp float32 (B, C, H, W) integer-valued images by per-sample inverse maps
+    ``theta`` float32 (B, 3, 2) (from :func:`~vit16.data.policy_plan.stage_params`),
+    nearest neighbour, zero outside; ``grid`` is :func:`base_grid`. Returns
+    float32 (B, C, H, W) of the same integer values (nearest sampling copies
+    them, so torchvision's rounding before its uint8 cast changes nothing)."""
+    b, _, h, w = x.shape
     coords = grid.expand(b, -1, -1).bmm(theta).view(b, h, w, 2)
-    out = F.grid_sample(images.float(), coords, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out.round_().to(torch.uint8)
+    return F.grid_sample(x, coords, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -145,24 +149,41 @@ def apply_luts(images: torch.Tensor, p: torch.Tensor, counts: list[int], ops: tu
     return torch.cat(tables).view(b * c, 256).gather(1, index).view(b, c, h, w)
 
 
-def colour(images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """uint8: ``adjust_saturation`` by factor ``p[:, 1]``, a blend with the grey image."""
-    x = images.float()
-    return blend(x, grayscale(x), p[:, 1, None, None, None], p[:, 2, None, None, None]).to(torch.uint8)
+def colour(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """float32 (B, 3, H, W) in [0, 255]: ``adjust_saturation`` by factor
+    ``p[:, 1]`` (a blend with the grey image), before the uint8 cast."""
+    return blend(x, grayscale(x), p[:, 1, None, None, None], p[:, 2, None, None, None])
 
 
-def sharpen(images: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """uint8: ``adjust_sharpness`` by factor ``p[:, 1]``: the interior blended
-    with the rounded 3x3 smoothing (1 around a centre of 5, over 13), the border
-    kept. The 3x3 sum S is an exact integer here; round(S / 13) has no ties, so
-    it equals torchvision's rounded float convolution."""
-    x = images.float()
+def sharpen(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``adjust_sharpness`` by factor ``p[:, 1]`` on float32 (B, C, H, W)
+    integer-valued ``x``, in place, before the uint8 cast: the interior blended
+    with the rounded 3x3 smoothing (1 around a centre of 5, over 13), the
+    border kept. The 3x3 sum S is an exact integer here; round(S / 13) has no
+    ties, so it equals torchvision's rounded float convolution."""
     rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
     box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
     centre = x[..., 1:-1, 1:-1]
     diff = box.add_(centre, alpha=4.0).div_(13.0).round_().sub_(centre)
     x[..., 1:-1, 1:-1] = torch.addcmul(centre, diff, p[:, 2, None, None, None])
-    return x.clamp_(0, 255).to(torch.uint8)
+    return x.clamp_(0, 255)
+
+
+def apply_float_block(x: torch.Tensor, p: torch.Tensor, counts: list[int], grid: torch.Tensor,
+                      ops: tuple[str, ...]) -> torch.Tensor:
+    """The float families on their rows of float32 ``x`` (sorted: ``counts[k]``
+    rows of ``FLOAT_FAMILIES[k]``: geometric, Color, Sharpness), in place;
+    ``p`` their parameters. Returns ``x``, integer-valued or truncated to
+    uint8 by the caller's cast, as torchvision's ops do."""
+    geo, col, sharp = counts
+    h, w = x.shape[2:]
+    if any(name in ops for name in GEOMETRIC):
+        x[:geo] = affine_nearest(x[:geo], p[:geo, 5:].reshape(geo, 3, 2), grid)
+    if "Color" in ops:
+        x[geo:geo + col] = colour(x[geo:geo + col], p[geo:geo + col])
+    if "Sharpness" in ops and h > 2 and w > 2:
+        sharpen(x[geo + col:], p[geo + col:])
+    return x
 
 
 def apply_stage(images: torch.Tensor, p: torch.Tensor, counts: list[int], grid: torch.Tensor,
@@ -171,25 +192,21 @@ def apply_stage(images: torch.Tensor, p: torch.Tensor, counts: list[int], grid: 
     family (:func:`~vit16.data.policy_plan.plan`): ``p`` float32 (B, len(PARAMS))
     the rows' parameters on the images' device, ``counts`` the rows per family
     (host ints, identity first); ``ops``: the ops the policy can draw (families
-    it cannot draw are skipped, the same for every batch of a policy).
+    it cannot draw are skipped, the same for every batch of a policy; every block runs, empty or not,
+    so the number of aten ops does not depend on the draws).
 
-    Four blocks of rows: geometric (one warp), pointwise (one table gather),
-    Color, Sharpness."""
-    _, _, h, w = images.shape
+    Two blocks of rows after the identity rows: the pointwise ops (one table
+    gather), then the float families, converted to float32 once and cast back
+    to uint8 once (the cast truncates, as torchvision's uint8 ops do)."""
     n_lut = len(LUT_OPS)
-    sizes = [counts[1], sum(counts[2:2 + n_lut]), counts[2 + n_lut], counts[3 + n_lut]]
-    start = counts[0]
-    for block, n in enumerate(sizes):
-        x, q = images[start:start + n], p[start:start + n]
-        if block == 0 and any(name in ops for name in GEOMETRIC):
-            x.copy_(affine_nearest(x, q[:, 5:].reshape(n, 3, 2), grid))
-        elif block == 1:
-            x.copy_(apply_luts(x, q, counts[2:2 + n_lut], ops))
-        elif block == 2 and "Color" in ops:
-            x.copy_(colour(x, q))
-        elif block == 3 and "Sharpness" in ops and h > 2 and w > 2:
-            x.copy_(sharpen(x, q))
-        start += n
+    start, n = counts[0], sum(counts[1:1 + n_lut])
+    if any(name in ops for name in LUT_OPS):
+        x = images[start:start + n]
+        x.copy_(apply_luts(x, p[start:start + n], counts[1:1 + n_lut], ops))
+    start += n
+    if any(name in ops for names in FLOAT_FAMILIES for name in names):
+        x = images[start:]
+        x.copy_(apply_float_block(x.float(), p[start:], counts[1 + n_lut:], grid, ops))
     return images
 
 

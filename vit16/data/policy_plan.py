@@ -15,9 +15,12 @@ from vit16.data.policy_space import GEOMETRIC, OP_ID, PolicyDraw
 
 LUT_OPS = ("Brightness", "Contrast", "Posterize", "Solarize", "Invert", "AutoContrast", "Equalize")
 """The pointwise ops, applied as lookup tables."""
-FAMILIES = (GEOMETRIC,) + tuple((op,) for op in LUT_OPS) + (("Color",), ("Sharpness",))
-"""The op families of a stage, in the order of their rows (after the identity rows):
-the geometric ops share one warp, every other op is a family of its own."""
+FLOAT_FAMILIES = (GEOMETRIC, ("Color",), ("Sharpness",))
+"""The families computed in float32: the geometric ops (one warp), Color, Sharpness."""
+FAMILIES = tuple((op,) for op in LUT_OPS) + FLOAT_FAMILIES
+"""The op families of a stage, in the order of their rows (after the identity
+rows): the pointwise ops first (one table gather), then the float families, so
+that these rows are one block converted to float32 once and back once."""
 PARAMS = ("op", "factor", "alpha", "threshold", "bits_mask", "t0", "t1", "t2", "t3", "t4", "t5")
 """The per-sample parameter columns of :func:`stage_params` (float32)."""
 
