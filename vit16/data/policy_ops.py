@@ -63,6 +63,12 @@ def affine_nearest(x: torch.Tensor, theta: torch.Tensor, grid: torch.Tensor) -> 
     return F.grid_sample(x, coords, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+def column(p: torch.Tensor, k: int, dims: int) -> torch.Tensor:
+    """Parameter column ``k`` of ``p`` (B, len(PARAMS)) as (B, 1, ...) with
+    ``dims`` dimensions in all, to broadcast over tables or images (two view ops)."""
+    return p[:, k].view((-1,) + (1,) * (dims - 1))
+
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """float32 (B, 1, H, W): floor(0.2989 R + 0.587 G + 0.114 B) of uint8 or float (B, 3, H, W)."""
     r, g, b = x.unbind(1)
@@ -114,16 +120,15 @@ def lut_candidate(name: str, images: torch.Tensor, index: torch.Tensor, p: torch
     """uint8 (B, 1 or C, 256): op ``name``'s table for every row of uint8
     ``images`` (B, C, H, W) (``index``: the same values, int64 (B * C, H * W);
     ``p``: parameters; ``v``: float32 0..255)."""
-    factor, alpha = p[:, 1, None, None], p[:, 2, None, None]
     if name == "Brightness":
-        return (v * factor).clamp_(0, 255).to(torch.uint8)
+        return (v * column(p, 1, 3)).clamp_(0, 255).to(torch.uint8)
     if name == "Contrast":
-        mean = grayscale(images).mean((-3, -2, -1))[:, None, None]
-        return blend(v, mean, factor, alpha).to(torch.uint8)
+        mean = grayscale(images).mean((-3, -2, -1)).view(-1, 1, 1)
+        return blend(v, mean, column(p, 1, 3), column(p, 2, 3)).to(torch.uint8)
     if name == "Posterize":
-        return v.to(torch.uint8) & p[:, 4, None, None].to(torch.uint8)
+        return v.to(torch.uint8) & column(p, 4, 3).to(torch.uint8)
     if name in ("Solarize", "Invert"):
-        return torch.where(v >= p[:, 3, None, None], 255 - v, v).to(torch.uint8)
+        return torch.where(v >= column(p, 3, 3), 255 - v, v).to(torch.uint8)
     if name == "AutoContrast":
         return autocontrast_lut(images, v)
     return equalize_lut(index).view(images.shape[0], images.shape[1], 256)
@@ -152,7 +157,7 @@ def apply_luts(images: torch.Tensor, p: torch.Tensor, counts: list[int], ops: tu
 def colour(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """float32 (B, 3, H, W) in [0, 255]: ``adjust_saturation`` by factor
     ``p[:, 1]`` (a blend with the grey image), before the uint8 cast."""
-    return blend(x, grayscale(x), p[:, 1, None, None, None], p[:, 2, None, None, None])
+    return blend(x, grayscale(x), column(p, 1, 4), column(p, 2, 4))
 
 
 def sharpen(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -165,7 +170,7 @@ def sharpen(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
     centre = x[..., 1:-1, 1:-1]
     diff = box.add_(centre, alpha=4.0).div_(13.0).round_().sub_(centre)
-    x[..., 1:-1, 1:-1] = torch.addcmul(centre, diff, p[:, 2, None, None, None])
+    x[..., 1:-1, 1:-1] = torch.addcmul(centre, diff, column(p, 2, 4))
     return x.clamp_(0, 255)
 
 
