@@ -165,9 +165,9 @@ def erase(x: torch.Tensor, box: torch.Tensor, inplace: bool = False) -> torch.Te
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = ((rows >= top[:, None]) & (rows < bottom[:, None]) & apply.bool()[:, None]).to(x.dtype)
     in_cols = ((cols >= left[:, None]) & (cols < right[:, None])).to(x.dtype)
-    # (B, 1, H, W) of 0 / 1 as 1 - an outer product: float ops, several times
+    # (B, 1, H, W) of 0 / 1 as 1 - an outer product, one float op: several times
     # faster on a CPU than the same mask built with boolean ops, or a masked_fill
-    keep = torch.mul(in_rows[:, None, :, None], in_cols[:, None, None, :]).neg_().add_(1)
+    keep = torch.addcmul(x.new_ones(()), in_rows[:, None, :, None], in_cols[:, None, None, :], value=-1)
     return x.mul_(keep) if inplace else x * keep
 
 
