@@ -296,6 +296,22 @@ def test_same_seed_epoch_same_batches(data_c10_folder, path):
     assert torch.allclose(t.sum(1), torch.ones(8))
 
 
+@pytest.mark.parametrize("aug", [dict(AUG, auto_augment="autoaugment"), dict(crop_padding=0, hflip=True),
+                                 dict(crop_padding=4, hflip=False)], ids=["all", "flip-only", "crop-only"])
+def test_resident_crops_equal_gathered_batches(data_c10_folder, aug):
+    """The device loader reads its crops from the padded, mirrored set
+    (CropSource); each micro-batch equals BatchAugment on the gathered
+    images with the same generator, bit for bit."""
+    b = D.build_data(data_cfg(**aug), "cpu", data_root=str(data_c10_folder)).train
+    assert b.source is not None and b.source.padded.shape[0] == (2 if b.source.mirror else 1) * 100
+    plain = D.build_data(data_cfg(crop_padding=0, hflip=False), "cpu", data_root=str(data_c10_folder)).train
+    assert plain.source is None and torch.equal(b.images, plain.images)  # the view holds the images as given
+    for i, (x, y) in enumerate(epoch_batches(b, 0)[:3]):
+        idx = b.sampler.batches(0)[i]
+        rx, ry = b.augment(b.images[idx], b.labels[idx], b.sampler.batch_generator(0, i))
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
 @pytest.mark.parametrize("path", ["device", "workers"])
 def test_start_batch_equals_tail_of_full_pass(data_c10_folder, path):
     cfg = data_cfg(device_resident=path == "device", **AUG)

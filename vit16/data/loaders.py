@@ -85,11 +85,16 @@ class TrainLoader:
 class DeviceTrainLoader(TrainLoader):
     """Fast path: the whole uint8 training split lives on the device
     ((N, 3, 32, 32)); each micro-batch is gathered and augmented there (and
-    upsampled, for CIFAR at 224 / 384: :class:`~vit16.data.augment.BatchAugment`)."""
+    upsampled, for CIFAR at 224 / 384: :class:`~vit16.data.augment.BatchAugment`).
+    When the augmentation crops or flips, the set is kept padded and mirrored
+    (:class:`~vit16.data.augment.CropSource`) and each micro-batch's crops are
+    read straight from it; ``images`` is then a view of it."""
 
     def __init__(self, split: Split, sampler: EpochSampler, augment: BatchAugment, device: torch.device):
         super().__init__(sampler, augment, device)
-        self.images = _to_device_images(split.images, self.device)
+        images = _to_device_images(split.images, self.device)
+        self.source = augment.crop_source(images)
+        self.images = images if self.source is None else self.source.images
         self.labels = torch.from_numpy(split.labels).to(self.device)
 
     def _iterate(self, epoch: int, start: int) -> Iterator[Batch]:
@@ -97,7 +102,11 @@ class DeviceTrainLoader(TrainLoader):
         for b in range(start, len(self)):
             idx = batches[b]
             gen = self.sampler.batch_generator(epoch, b)
-            yield self.augment(self.images.index_select(0, idx), self.labels.index_select(0, idx), gen)
+            labels = self.labels.index_select(0, idx)
+            if self.source is not None:
+                yield self.augment.from_source(self.source, idx, labels, gen)
+            else:
+                yield self.augment(self.images.index_select(0, idx), labels, gen)
 
 
 class _SeededBatchSampler(Sampler):
