@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 
 import vit16.data as D
 from vit16.config import ConfigError, ExperimentConfig
-from vit16.data import augment, decode, sampling, splits
+from vit16.data import augment, crop, decode, sampling, splits
 from vit16.registry import DATASETS
 
 from fakedata import C10_NAMES, data_image, write_cifar100_npz, write_cifar10_pickles, write_image_folder
@@ -398,7 +398,8 @@ def test_upsample_kernels_agree_within_one_grey_level():
 def test_upsampled_device_path_crops_in_stored_pixels(data_c10_folder):
     """crop_padding = 8 at 64px is 4 stored pixels: the batch is
     upsample(crop_flip(x, padding 4)) of the 32px images, with the same draws."""
-    from vit16.data.augment import crop_flip, draw_crop_flip, normalize, upsample
+    from vit16.data.augment import normalize, upsample
+    from vit16.data.crop import crop_flip, draw_crop_flip
 
     cfg = data_cfg(img_size=64, batch_size=4, crop_padding=8)
     b = D.build_data(cfg, "cpu", data_root=str(data_c10_folder))
@@ -450,11 +451,11 @@ def test_repeated_augmentation_keeps_epoch_length():
 
 def test_crop_flip_exact():
     img = torch.arange(2 * 3 * 6 * 6, dtype=torch.int64).view(2, 3, 6, 6)
-    out = augment.crop_flip(img, torch.zeros(2, 2, dtype=torch.long), torch.tensor([True, False]), padding=0)
+    out = crop.crop_flip(img, torch.zeros(2, 2, dtype=torch.long), torch.tensor([True, False]), padding=0)
     assert torch.equal(out[0], img[0].flip(-1)) and torch.equal(out[1], img[1])
     p = 2
     offsets = torch.tensor([[0, 4], [3, 1]])
-    out = augment.crop_flip(img, offsets, torch.tensor([False, True]), padding=p)
+    out = crop.crop_flip(img, offsets, torch.tensor([False, True]), padding=p)
     padded = torch.nn.functional.pad(img, (p,) * 4)
     assert torch.equal(out[0], padded[0, :, 0:6, 4:10])
     assert torch.equal(out[1], padded[1, :, 3:9, 1:7].flip(-1))
@@ -463,11 +464,11 @@ def test_crop_flip_exact():
 
 def test_random_crop_flip_statistics():
     img = torch.randint(1, 256, (400, 3, 8, 8), dtype=torch.uint8)
-    out = augment.random_crop_flip(img, 0, True, torch.Generator().manual_seed(0))
+    out = crop.random_crop_flip(img, 0, True, torch.Generator().manual_seed(0))
     flipped = (out == img.flip(-1)).flatten(1).all(1)
     same = (out == img).flatten(1).all(1)
     assert (flipped | same).all() and 150 < int(flipped.sum()) < 250
-    out = augment.random_crop_flip(img, 4, False, torch.Generator().manual_seed(0))
+    out = crop.random_crop_flip(img, 4, False, torch.Generator().manual_seed(0))
     zeros = (out == 0).flatten(1).any(1).float().mean()
     assert 0.5 < zeros < 1.0  # most crops reach into the padding, some do not (offset 4, 4)
 

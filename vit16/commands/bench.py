@@ -208,17 +208,19 @@ def print_data_table(experiments: list[str], device: torch.device, data_root: st
 
     tables = load_tables(DEFAULT_EXPERIMENTS)
     print("\n| data pipeline (train split, augmentation included) | micro-batch | images/s | "
-          "host-device copies / micro-batch | aten ops / micro-batch |")
-    print("|---|---|---|---|---|")
+          "host-device copies / micro-batch | aten ops / micro-batch | aten ops at 2x / 4x the micro-batch |")
+    print("|---|---|---|---|---|---|")
     for exp in experiments:
         cfg = resolve(exp, tables, [] if data_root is None else [f"data.root={data_root!r}"])
         r = data_throughput(cfg, device, batches)
         micro = cfg.micro_batch_size or cfg.batch_size
+        larger = " / ".join(str(data_throughput(cfg, device, 1, micro_batch_size=k * micro, warmup=1)["aten_ops"])
+                            for k in (2, 4))
         policy = cfg.data.auto_augment or "no policy"
         print(f"| {exp}: {cfg.data.name} {cfg.data.img_size}px, batch {cfg.batch_size}, "
               f"augment: crop {cfg.data.crop_padding}, {policy}, "
               f"mixup {cfg.data.mixup_alpha}, cutmix {cfg.data.cutmix_alpha} | {micro} | "
-              f"{r['images_per_s']:,.0f} | {r['copies']} | {r['aten_ops']} |", flush=True)
+              f"{r['images_per_s']:,.0f} | {r['copies']} | {r['aten_ops']} | {larger} |", flush=True)
         if workers > 0:
             cfg.data.device_resident, cfg.data.num_workers = False, workers
             base = data_throughput(cfg, device, batches)
