@@ -87,7 +87,7 @@ class DeviceTrainLoader(TrainLoader):
     ((N, 3, 32, 32)); each micro-batch is gathered and augmented there (and
     upsampled, for CIFAR at 224 / 384: :class:`~vit16.data.augment.BatchAugment`).
     When the augmentation crops or flips, the set is kept padded and mirrored
-    (:class:`~vit16.data.augment.CropSource`) and each micro-batch's crops are
+    (:class:`~vit16.data.crop.CropSource`) and each micro-batch's crops are
     read straight from it; ``images`` is then a view of it."""
 
     def __init__(self, split: Split, sampler: EpochSampler, augment: BatchAugment, device: torch.device):
